@@ -1,0 +1,5 @@
+import sys
+
+from advjax.cli import main
+
+sys.exit(main())
