@@ -1,0 +1,138 @@
+"""AutoAttack (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of
+diverse parameter-free attacks", Sec. 4): the ``standard`` ensemble APGD-CE, APGD-T (9 targets),
+FAB-T (9 targets) and Square (5000 queries), each run only on the points still robust, or a
+``custom`` list of attack names.
+
+In JAX every sub-attack runs on the whole batch; masks keep, per point, the first successful
+adversarial example (so the result equals running each attack on the remaining points only, up to
+the randomness of the sub-attacks). ``attack(...)`` drives the sub-attacks from Python (each is
+jitted once per shape; the driver skips the remaining attacks once no point is robust);
+``attack.run`` is the pure, traceable version of the same computation.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Optional
+
+import jax
+import jax.numpy as jnp
+
+from advjax.attacks import base
+from advjax.attacks.apgd import APGD, APGDT
+from advjax.attacks.fab import FABT
+from advjax.attacks.square import Square
+
+STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AutoAttack(base.Attack):
+    """AutoAttack. Attributes (beyond :class:`base.Attack`):
+      version: "standard" (L-inf: APGD-CE, APGD-T, FAB-T, Square) or "custom" (``attacks``).
+      attacks: names for "custom" (any registered attack; eps, norm, domain, loop are passed on).
+      steps: APGD / FAB iterations (100). n_target_classes: APGD-T / FAB-T targets (9).
+      n_queries: Square queries (5000). loop: loop form of the sub-attacks.
+    """
+
+    version: str = "standard"
+    attacks: Optional[tuple[str, ...]] = None
+    steps: int = 100
+    n_target_classes: int = 9
+    n_queries: int = 5000
+    loop: base.Loop = "auto"
+    name: ClassVar[str] = "aa"
+    supports_targeted: ClassVar[bool] = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.attacks is not None:
+            object.__setattr__(self, "attacks", tuple(self.attacks))
+        if self.version not in ("standard", "custom"):
+            raise ValueError(f"AutoAttack version must be 'standard' or 'custom', got {self.version!r}")
+        if self.version == "custom" and not self.attacks:
+            raise ValueError("AutoAttack version='custom' needs a non-empty attacks=(...) list")
+        if self.version == "standard" and self.attacks is not None:
+            raise ValueError("attacks=(...) is only used with version='custom'")
+        if self.version == "standard" and self.norm != "linf":
+            raise ValueError("standard AutoAttack is implemented for norm='linf' only (FAB-T and Square are "
+                             "L-inf here); use version='custom', attacks=('apgd-ce', 'apgd-t') for L2")
+        for f in ("steps", "n_target_classes", "n_queries"):
+            object.__setattr__(self, f, base.check_positive(f, getattr(self, f), integer=True))
+        self.sub_attacks()  # validate the list early
+
+    def sub_attacks(self) -> tuple[tuple[str, base.Attack], ...]:
+        """The ordered (name, attack) pairs this AutoAttack runs."""
+        common = dict(eps=self.eps, norm=self.norm, domain=self.domain, loop=self.loop, check_inputs=False)
+        if self.version == "standard":
+            return (
+                ("apgd-ce", APGD(loss="ce", steps=self.steps, **common)),
+                ("apgd-t", APGDT(steps=self.steps, n_target_classes=self.n_target_classes, **common)),
+                ("fab-t", FABT(steps=self.steps, n_target_classes=self.n_target_classes, **common)),
+                ("square", Square(n_queries=self.n_queries, **common)),
+            )
+        from advjax.attacks import get_attack  # registry (imports this module)
+
+        out = []
+        for name in self.attacks:
+            if name in ("aa", "autoattack"):
+                raise ValueError("AutoAttack cannot contain itself")
+            atk = get_attack(name, eps=self.eps, norm=self.norm, domain=self.domain, check_inputs=False)
+            if hasattr(atk, "loop"):
+                atk = atk.replace(loop=self.loop)
+            if name.startswith("apgd") and hasattr(atk, "steps"):
+                atk = atk.replace(steps=self.steps)
+            out.append((name, atk))
+        return tuple(out)
+
+    def run_detailed(self, apply_fn, variables, x, y, key):
+        """Pure version returning (x_adv, clean_correct [N], {name: robust [N] after that attack})."""
+        robust = jnp.argmax(apply_fn(variables, x), axis=-1) == y
+        clean = robust
+        adv = x
+        flags = {}
+        for j, (name, atk) in enumerate(self.sub_attacks()):
+            cand = atk.run(apply_fn, variables, x, y, jax.random.fold_in(key, j))
+            adv, robust = _merge(apply_fn, variables, x, y, adv, robust, cand)
+            flags[name] = robust
+        return adv, clean, flags
+
+    def run(self, apply_fn, variables, x, y, key):
+        return self.run_detailed(apply_fn, variables, x, y, key)[0]
+
+    def drive(self, apply_fn, variables, x, y, key, verbose: bool = False):
+        """Eager driver: each sub-attack jitted on its own; skips the rest once nothing is robust.
+
+        Returns (x_adv, clean_correct, {name: robust flags after that attack}) as numpy-backed arrays.
+        """
+        x = jnp.asarray(x)
+        y = jnp.asarray(y)
+        if key is None:
+            key = jax.random.PRNGKey(0)
+        if self.check_inputs:
+            self.validate(apply_fn, variables, x, y)
+        robust = _clean_correct(apply_fn, variables, x, y)
+        clean = robust
+        adv = x
+        flags = {}
+        for j, (name, atk) in enumerate(self.sub_attacks()):
+            if bool(jnp.any(robust)):
+                cand = atk(apply_fn, variables, x, y, jax.random.fold_in(key, j))
+                adv, robust = _merge_jit(apply_fn, variables, x, y, adv, robust, cand)
+            flags[name] = robust
+            if verbose:
+                print(f"[autoattack] after {name}: robust accuracy {float(jnp.mean(robust)):.2%}")
+        return adv, clean, flags
+
+    def __call__(self, apply_fn, variables, x, y, key=None):
+        return self.drive(apply_fn, variables, x, y, key)[0]
+
+
+def _merge(apply_fn, variables, x, y, adv, robust, cand):
+    fooled = robust & (jnp.argmax(apply_fn(variables, cand), axis=-1) != y)
+    return jnp.where(base._bcast(fooled, x), cand, adv), robust & ~fooled
+
+
+_merge_jit = jax.jit(_merge, static_argnums=(0,))
+
+
+_clean_correct = jax.jit(lambda f, v, x, y: jnp.argmax(f(v, x), axis=-1) == y, static_argnums=(0,))

@@ -1,0 +1,44 @@
+"""AT-FGSM: Goodfellow et al., "Explaining and Harnessing Adversarial Examples", ICLR 2015, Eq. (6):
+
+    J̃(θ, x, y) = a·J(θ, x, y) + (1 − a)·J(θ, x + ε·sign(∇ₓJ(θ, x, y)), y),   a = 0.5
+
+FGSM is computed on the eval-mode model (BN frozen). Outer: two training-mode forwards, clean then
+adversarial, with the BN statistics threaded through both (as two successive calls of a PyTorch model
+in train mode); the paper's models had no BN.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from advjax.methods import _inner
+from advjax.methods.base import AdversarialMethod, ce_forward, check_common, eval_apply_fn, run_attack
+
+__all__ = ["ATFGSM"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ATFGSM(AdversarialMethod):
+    eps: float = 8 / 255
+    weight: float = 0.5  # a in Eq. (6): weight of the clean term
+    label_smoothing: float = 0.0
+    domain: Any = (0.0, 1.0)
+    attack: Any = None
+
+    def __post_init__(self):
+        check_common("at_fgsm", eps=self.eps, smoothing=self.label_smoothing, domain=self.domain)
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"at_fgsm: weight must be in [0, 1], got {self.weight}")
+
+    def perturb(self, state, x, y, key):
+        if self.attack is not None:
+            return run_attack(self.attack, state, x, y, key)
+        apply_fn, variables = eval_apply_fn(state), state.variables()
+        g = _inner.sign_grad(lambda z: _inner.cross_entropy(apply_fn(variables, z), y), x)
+        return _inner.clip_domain(x + self.eps * g, self.domain)
+
+    def loss(self, state, params, x, x_adv, y, key):
+        l_clean, logits_c, bs = ce_forward(state, params, x, y, smoothing=self.label_smoothing)
+        l_adv, logits_a, bs = ce_forward(state, params, x_adv, y, smoothing=self.label_smoothing, batch_stats=bs)
+        loss = self.weight * l_clean + (1.0 - self.weight) * l_adv
+        return loss, (bs, {"acc": _inner.accuracy(logits_a, y), "clean_acc": _inner.accuracy(logits_c, y)})

@@ -1,0 +1,47 @@
+"""FAST / FGSM-RS (Wong, Rice & Kolter, "Fast is better than free: Revisiting adversarial training",
+ICLR 2020, Algorithm 3):
+
+    δ ~ U(−ε, ε);  δ ← clip_[−ε,ε](δ + α·sign ∇_δ CE(f(x + δ), y));  θ ← θ − η ∇_θ CE(f(x + δ), y)
+
+with α = 1.25ε by default and x + δ kept in [0, 1]. The gradient for δ is taken on the eval-mode
+model (the reference code stays in train mode); the one training forward on x + δ updates BN.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import jax
+
+from advjax.methods import _inner
+from advjax.methods.base import AdversarialMethod, ce_forward, check_common, eval_apply_fn, run_attack
+
+__all__ = ["FGSMRS"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FGSMRS(AdversarialMethod):
+    eps: float = 8 / 255
+    alpha: Optional[float] = None  # None: 1.25·eps
+    label_smoothing: float = 0.0
+    domain: Any = (0.0, 1.0)
+    attack: Any = None
+
+    def __post_init__(self):
+        check_common("fast", eps=self.eps, alpha=self.alpha, smoothing=self.label_smoothing, domain=self.domain)
+
+    @property
+    def step_size(self) -> float:
+        return 1.25 * self.eps if self.alpha is None else self.alpha
+
+    def perturb(self, state, x, y, key):
+        if self.attack is not None:
+            return run_attack(self.attack, state, x, y, key)
+        apply_fn, variables = eval_apply_fn(state), state.variables()
+        x0 = _inner.clip_domain(x + _inner.uniform_linf(key, x, self.eps), self.domain)
+        g = _inner.sign_grad(lambda z: _inner.cross_entropy(apply_fn(variables, z), y), x0)
+        return _inner.project_linf(x0 + self.step_size * g, x, self.eps, self.domain)
+
+    def loss(self, state, params, x, x_adv, y, key):
+        loss, logits, bs = ce_forward(state, params, x_adv, y, smoothing=self.label_smoothing)
+        return loss, (bs, {"acc": _inner.accuracy(logits, y)})

@@ -1,0 +1,67 @@
+"""Free adversarial training (Shafahi et al., "Adversarial Training for Free!", NeurIPS 2019,
+Algorithm 1): each minibatch is replayed m times; one backward pass gives both ∇_θ and ∇_δ:
+
+    for i in 1..m:  g_θ, g_δ = ∇ CE(f_θ(clip_[0,1](x + δ)), y)
+                    θ ← opt(θ, g_θ);   δ ← clip_[−ε,ε](δ + ε·sign g_δ)
+
+δ is carried across minibatches (``state.extra["free_at_delta"]``, batch-shaped, zeros at start).
+One ``step`` call performs the m replays (m optimizer updates; ``state.step`` advances by m), so
+run ``epochs / m`` epochs for the paper's budget. BN statistics: each replay's training forward.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+from advjax.methods import _inner
+from advjax.methods.base import check_common, forward
+
+__all__ = ["FreeAT"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FreeAT:
+    eps: float = 8 / 255
+    m: int = 8  # replays per minibatch
+    alpha: Optional[float] = None  # step on δ; None: eps (the paper)
+    label_smoothing: float = 0.0
+    domain: Any = (0.0, 1.0)
+
+    def __post_init__(self):
+        check_common("free_at", eps=self.eps, alpha=self.alpha, smoothing=self.label_smoothing, domain=self.domain)
+        if not isinstance(self.m, int) or self.m < 1:
+            raise ValueError(f"free_at: m must be an integer >= 1, got {self.m!r}")
+
+    @property
+    def updates_per_step(self) -> int:
+        """Optimizer updates per ``step`` call (the loop sizes lr schedules with it)."""
+        return self.m
+
+    def init_state(self, state, batch):
+        x, _ = batch
+        return state.replace(extra={**state.extra, "free_at_delta": jnp.zeros(x.shape, jnp.float32)})
+
+    def loss(self, state, params, delta, x, y):
+        x_in = _inner.clip_domain(x + delta, self.domain)
+        logits, bs = forward(state, params, x_in, train=True)
+        loss = jnp.mean(_inner.cross_entropy(logits, y, self.label_smoothing))
+        return loss, (bs, logits)
+
+    def step(self, state, batch, key):
+        x, y = batch
+        if "free_at_delta" not in state.extra:
+            raise ValueError("free_at: call method.init_state(state, batch) before step (the loop does)")
+        alpha = self.eps if self.alpha is None else self.alpha
+        grad_fn = jax.value_and_grad(self.loss, argnums=(1, 2), has_aux=True)
+        loss = acc = 0.0
+        for _ in range(self.m):
+            delta = state.extra["free_at_delta"]
+            (l, (bs, logits)), (g_p, g_d) = grad_fn(state, state.params, delta, x, y)
+            delta = jnp.clip(delta + alpha * jnp.sign(g_d), -self.eps, self.eps)
+            state = state.apply_gradients(g_p, batch_stats=bs, extra={**state.extra, "free_at_delta": delta})
+            loss = loss + l / self.m
+            acc = acc + _inner.accuracy(logits, y) / self.m
+        return state, {"loss": loss, "acc": acc}

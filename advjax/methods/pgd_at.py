@@ -1,0 +1,43 @@
+"""PGD adversarial training (Madry et al., "Towards Deep Learning Models Resistant to Adversarial
+Attacks", ICLR 2018, Eq. (2.1)):
+
+    min_θ E_{(x,y)} [ max_{‖δ‖∞ ≤ ε} CE(f_θ(x + δ), y) ]
+
+Inner max: ``steps`` of L∞ PGD with step ``alpha`` from a uniform random start, on the eval-mode
+model (BN frozen; the reference code attacks in train mode, which also moves the BN statistics).
+Outer: one training-mode forward on x + δ, the only pass that updates BN statistics.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from advjax.methods import _inner
+from advjax.methods.base import AdversarialMethod, ce_forward, check_common, eval_apply_fn, run_attack
+
+__all__ = ["PGDAT"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PGDAT(AdversarialMethod):
+    eps: float = 8 / 255
+    alpha: float = 2 / 255
+    steps: int = 10
+    random_start: bool = True
+    label_smoothing: float = 0.0
+    domain: Any = (0.0, 1.0)
+    attack: Any = None  # optional contract attack (advjax.attacks) replacing the built-in PGD
+
+    def __post_init__(self):
+        check_common("pgd_at", eps=self.eps, alpha=self.alpha, steps=self.steps, smoothing=self.label_smoothing,
+                     domain=self.domain)
+
+    def perturb(self, state, x, y, key):
+        if self.attack is not None:
+            return run_attack(self.attack, state, x, y, key)
+        return _inner.pgd_linf(eval_apply_fn(state), state.variables(), x, y, key, eps=self.eps, alpha=self.alpha,
+                               steps=self.steps, random_start=self.random_start, domain=self.domain)
+
+    def loss(self, state, params, x, x_adv, y, key):
+        loss, logits, bs = ce_forward(state, params, x_adv, y, smoothing=self.label_smoothing)
+        return loss, (bs, {"acc": _inner.accuracy(logits, y)})

@@ -1,0 +1,51 @@
+"""TRADES (Zhang et al., "Theoretically Principled Trade-off between Robustness and Accuracy",
+ICML 2019, Eq. (5)):
+
+    min_θ E [ CE(f_θ(x), y) + β · max_{x'∈B∞(x,ε)} KL(f_θ(x) ‖ f_θ(x')) ]
+
+Inner max: x' = x + 0.001·N(0, I), then ``steps`` sign-gradient ascent steps of size ``alpha`` on
+KL(f(x) ‖ f(x')), projected on B∞(x, ε) ∩ [0,1], eval-mode model (as the reference code). Outer:
+training-mode forwards on x then x' (BN statistics threaded through both); the KL is summed over
+classes and averaged over the batch, gradients flow through both arguments.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+from advjax.methods import _inner
+from advjax.methods.base import AdversarialMethod, check_common, eval_apply_fn, forward, run_attack
+
+__all__ = ["TRADES"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TRADES(AdversarialMethod):
+    beta: float = 6.0
+    eps: float = 8 / 255
+    alpha: float = 2 / 255
+    steps: int = 10
+    domain: Any = (0.0, 1.0)
+    attack: Any = None  # optional contract attack maximizing the KL (takes the clean logits itself)
+
+    def __post_init__(self):
+        check_common("trades", eps=self.eps, alpha=self.alpha, steps=self.steps, domain=self.domain)
+        if self.beta < 0:
+            raise ValueError(f"trades: beta must be >= 0, got {self.beta}")
+
+    def perturb(self, state, x, y, key):
+        if self.attack is not None:
+            return run_attack(self.attack, state, x, y, key)
+        return _inner.trades_kl_linf(eval_apply_fn(state), state.variables(), x, key, eps=self.eps,
+                                     alpha=self.alpha, steps=self.steps, domain=self.domain)
+
+    def loss(self, state, params, x, x_adv, y, key):
+        logits_c, bs = forward(state, params, x, train=True)
+        logits_a, bs = forward(state, params, x_adv, train=True, batch_stats=bs)
+        natural = jnp.mean(_inner.cross_entropy(logits_c, y))
+        robust = jnp.mean(_inner.kl_div(logits_c, logits_a))
+        loss = natural + self.beta * robust
+        return loss, (bs, {"acc": _inner.accuracy(logits_a, y), "clean_acc": _inner.accuracy(logits_c, y),
+                           "natural": natural, "robust_kl": robust})

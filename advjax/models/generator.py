@@ -1,0 +1,88 @@
+"""The FGSM-SDI initialization generator g(x, S_x; theta) (Jia et al., IEEE TIP 2022, eq. 24-25).
+
+The generator takes the 6-channel concatenation of a clean image x (pixels in [0, 1]) and the sign
+of the target's input gradient S_x = sign(grad_x L(f(x; w), y)) (eq. 24) and returns a map in
+[-1, 1] of the image's shape; FGSM-SDI scales it by eps to get the learnable initialization
+eta_g = eps * g(x, S_x; theta) (eq. 25).
+
+Two architectures (field ``arch``):
+
+- ``"paper"`` (default, as the thesis / paper describe it): conv3x3(64) + BN + ReLU, one residual
+  block of 64 channels (conv3x3 + BN + ReLU + conv3x3 + BN, identity shortcut, ReLU after the
+  sum), conv3x3(3) + BN, tanh.
+- ``"reference"`` (the released code's ``One_Layer_Attacker``, jiaxiaojunQAQ/FGSM-SDI
+  attacker.py): conv3x3(64, no bias) + BN(eps=1e-3) + ReLU; a pre-activation block
+  (BN without scale/bias + PReLU + conv3x3 + BN without scale/bias + PReLU + conv3x3, identity
+  shortcut, convs with bias); BN without scale/bias; conv3x3(3) with bias and *no* BN after it;
+  tanh. (The released module also holds an unused ``scale_last`` parameter; it is omitted.)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+__all__ = ["SDIGenerator"]
+
+
+class _PReLU(nn.Module):
+    """PReLU with one learnable slope (PyTorch's default nn.PReLU(): a single 0.25)."""
+
+    @nn.compact
+    def __call__(self, x):
+        a = self.param("alpha", lambda _k: jnp.full((), 0.25, jnp.float32))
+        return jnp.where(x >= 0, x, a.astype(x.dtype) * x)
+
+
+class SDIGenerator(nn.Module):
+    """g(x, S_x; theta) -> [-1, 1]^{H x W x C} (FGSM-SDI eq. 24-25; multiply by eps outside).
+
+    Attributes:
+      features: width of the hidden layers (64 in the paper).
+      out_channels: channels of the output (the image's channels; 3 for CIFAR-10). ``None``
+        takes the channels of ``x``.
+      arch: ``"paper"`` or ``"reference"`` (see the module docstring).
+      dtype: compute dtype.
+    """
+
+    features: int = 64
+    out_channels: int | None = None
+    arch: str = "paper"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, s, train: bool = False):
+        """x: [N, H, W, C] clean images; s: [N, H, W, C] the sign of grad_x L; returns [N, H, W, C'].
+
+        ``train=True`` uses batch statistics in BN and needs ``mutable=["batch_stats"]``.
+        """
+        if self.arch not in ("paper", "reference"):
+            raise ValueError(f"SDIGenerator: unknown arch {self.arch!r}; use 'paper' or 'reference'")
+        if x.ndim != 4 or s.shape != x.shape:
+            raise ValueError(
+                f"SDIGenerator expects x and s of the same NHWC shape, got {x.shape} and {s.shape}")
+        out_c = self.out_channels or x.shape[-1]
+        h = jnp.concatenate([x, s], axis=-1).astype(self.dtype)
+        f = self.features
+        conv = lambda c, bias, name: nn.Conv(c, (3, 3), padding="SAME", use_bias=bias,
+                                             dtype=self.dtype, name=name)
+        norm = lambda name, affine=True, eps=1e-5: nn.BatchNorm(
+            use_running_average=not train, momentum=0.9, epsilon=eps, use_scale=affine,
+            use_bias=affine, dtype=self.dtype, name=name)
+        if self.arch == "paper":
+            h = nn.relu(norm("bn_in")(conv(f, False, "conv_in")(h)))
+            r = nn.relu(norm("res_bn1")(conv(f, False, "res_conv1")(h)))
+            r = norm("res_bn2")(conv(f, False, "res_conv2")(r))
+            h = nn.relu(h + r)
+            h = norm("bn_out")(conv(out_c, False, "conv_out")(h))
+        else:
+            h = nn.relu(norm("bn_in", eps=1e-3)(conv(f, False, "conv_in")(h)))
+            r = _PReLU(name="res_act1")(norm("res_bn1", affine=False)(h))
+            r = conv(f, True, "res_conv1")(r)
+            r = _PReLU(name="res_act2")(norm("res_bn2", affine=False)(r))
+            r = conv(f, True, "res_conv2")(r)
+            h = h + r
+            h = norm("bn_out", affine=False)(h)
+            h = conv(out_c, True, "conv_out")(h)
+        return jnp.tanh(h)

@@ -1,0 +1,286 @@
+"""Shared building blocks of the advjax models: input checks, normalization, a fast conv, pooling.
+
+* :func:`check_input` validates a model input (rank, per-example shape, dtype always; NaN and the
+  [0, 1] pixel box only when the array is concrete, so jitted code keeps no host round-trip).
+* :class:`Normalize` is every model's first layer: ``(x - mean) / std`` in pixel space, so attacks
+  work on [0, 1] pixels and every epsilon means what the papers mean.
+* :func:`Conv` builds a ``flax.linen.Conv`` whose input gradient is an ordinary NHWC/HWIO
+  convolution (``jax.custom_vjp``). JAX writes the input gradient of a conv as a convolution with
+  kernel layout ``01oi``; XLA:CPU canonicalizes that layout only in the entry computation, so
+  inside a ``lax.fori_loop``/``lax.scan`` body (every iterative attack) it falls back to XLA's
+  unoptimized element-wise convolution. Writing the input gradient as a plain convolution of the
+  (stride-dilated, padded) output cotangent with the spatially flipped, in/out-swapped kernel gives
+  the same numbers and keeps the fast path (DESIGN.md, "Measured on these machines", lever 1).
+  The result is an ``nn.Conv`` instance, so layer capture sees it as a Conv.
+  Limitation: a ``custom_vjp`` has no forward-mode rule, so ``jax.jvp``/``jax.jacfwd``/
+  ``jax.hessian`` through a model need ``fast_conv=False`` (plain ``nn.Conv``).
+* :func:`max_pool` pools by reshape + max instead of ``reduce_window`` (whose gradient lowers to
+  a scatter; lever 3).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "check_input",
+    "Normalize",
+    "Conv",
+    "fast_conv_general_dilated",
+    "max_pool",
+    "global_avg_pool",
+    "batch_norm",
+]
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2471, 0.2435, 0.2616)
+
+
+# --------------------------------------------------------------------------------------------
+# input validation
+# --------------------------------------------------------------------------------------------
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_input(x, input_shape: Sequence[int], *, box: bool = True, name: str = "model") -> None:
+    """Raise ValueError if ``x`` is not a valid model input.
+
+    Checked at trace time (free under jit): ``x`` is a float array of rank ``len(input_shape)+1``
+    (a batch) or ``len(input_shape)`` (one example) whose trailing dims equal ``input_shape``.
+    Checked only when ``x`` is concrete (not a jax Tracer): no NaN, and with ``box=True`` every
+    value in [0, 1] (pixels; normalization happens inside the model).
+    """
+    input_shape = tuple(int(d) for d in input_shape)
+    shape = tuple(np.shape(x))
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        raise ValueError(f"{name}: input must be an array, got {type(x).__name__}")
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(
+            f"{name}: input dtype must be floating (pixels as float in [0, 1]), got {dtype}; "
+            "convert uint8 images with x.astype(jnp.float32) / 255"
+        )
+    k = len(input_shape)
+    if len(shape) not in (k, k + 1):
+        raise ValueError(
+            f"{name}: input must have rank {k + 1} (batch, {', '.join(map(str, input_shape))}) "
+            f"or rank {k} (one example); got shape {shape} (rank {len(shape)})"
+        )
+    trailing = shape[-k:] if k else ()
+    if trailing != input_shape:
+        if k >= 3 and trailing[-1] != input_shape[-1]:
+            raise ValueError(
+                f"{name}: expected {input_shape[-1]} channels (NHWC, last axis), got "
+                f"{trailing[-1]} in input of shape {shape}"
+            )
+        raise ValueError(
+            f"{name}: expected per-example shape {input_shape}, got {trailing} (input shape "
+            f"{shape}); set the model's input_shape field for other sizes"
+        )
+    if _is_concrete(x):
+        xa = np.asarray(x, dtype=np.float32)
+        if np.isnan(xa).any():
+            raise ValueError(f"{name}: input contains NaN")
+        if box and xa.size and (xa.min() < 0.0 or xa.max() > 1.0):
+            raise ValueError(
+                f"{name}: pixels must lie in [0, 1] (normalization is the model's first layer); "
+                f"got range [{xa.min():.4g}, {xa.max():.4g}]"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# normalization
+# --------------------------------------------------------------------------------------------
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel (last axis); identity when both are None.
+
+    Computed in float32 and cast to ``dtype`` (the compute dtype of the model).
+    """
+
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        x = jnp.asarray(x, jnp.float32)
+        if self.mean is not None:
+            x = x - jnp.asarray(self.mean, jnp.float32)
+        if self.std is not None:
+            std = jnp.asarray(self.std, jnp.float32)
+            if np.any(np.asarray(self.std) <= 0):
+                raise ValueError(f"Normalize: std must be > 0, got {self.std}")
+            x = x / std
+        return x.astype(self.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# convolution with a plain-conv input gradient
+# --------------------------------------------------------------------------------------------
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _plain_conv(x, w, strides, pads, precision):
+    return lax.conv_general_dilated(
+        x, w, strides, pads, dimension_numbers=_NHWC, precision=precision
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_nhwc(x, w, strides, pads, precision):
+    return _plain_conv(x, w, strides, pads, precision)
+
+
+def _conv_nhwc_fwd(x, w, strides, pads, precision):
+    return _plain_conv(x, w, strides, pads, precision), (x, w)
+
+
+def _conv_nhwc_bwd(strides, pads, precision, res, g):
+    x, w = res
+    kh, kw = w.shape[0], w.shape[1]
+    h, wd = x.shape[1], x.shape[2]
+    ho, wo = g.shape[1], g.shape[2]
+    (pl_h, _), (pl_w, _) = pads
+    sh, sw = strides
+    # dx[i] = sum_k g_dilated[i + pl - k] w[k]: a VALID correlation of the stride-dilated,
+    # padded cotangent with the flipped kernel whose in/out channels are swapped.
+    lo_h, lo_w = kh - 1 - pl_h, kw - 1 - pl_w
+    hi_h = h - (ho - 1) * sh + pl_h - 1
+    hi_w = wd - (wo - 1) * sw + pl_w - 1
+    gp = lax.pad(
+        g,
+        jnp.zeros((), g.dtype),
+        ((0, 0, 0), (lo_h, hi_h, sh - 1), (lo_w, hi_w, sw - 1), (0, 0, 0)),
+    )
+    w_t = jnp.swapaxes(w[::-1, ::-1], 2, 3)
+    dx = lax.conv_general_dilated(
+        gp, w_t, (1, 1), "VALID", dimension_numbers=_NHWC, precision=precision
+    ).astype(x.dtype)
+    # The kernel gradient keeps JAX's own rule (dead code, removed by XLA, when only the input
+    # gradient is needed, as in every attack).
+    _, w_vjp = jax.vjp(lambda w_: _plain_conv(x, w_, strides, pads, precision), w)
+    (dw,) = w_vjp(g)
+    return dx, dw
+
+
+_conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
+
+
+def fast_conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    batch_group_count=1,
+    precision=None,
+    preferred_element_type=None,
+):
+    """Drop-in for ``lax.conv_general_dilated`` (2-D, NHWC/HWIO) with a plain-conv input gradient.
+
+    Anything outside the supported case (other layouts, dilation, groups, mixed dtypes) falls back
+    to ``lax.conv_general_dilated`` itself, so results never differ.
+    """
+    nd = lhs.ndim - 2
+    ones = (1,) * nd
+    dn_ok = False
+    if nd == 2:
+        want = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+        dn = (
+            lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+            if dimension_numbers is not None
+            else None
+        )
+        dn_ok = dn == want
+    supported = (
+        dn_ok
+        and tuple(lhs_dilation or ones) == ones
+        and tuple(rhs_dilation or ones) == ones
+        and feature_group_count == 1
+        and batch_group_count == 1
+        and preferred_element_type is None
+        and lhs.dtype == rhs.dtype
+    )
+    if supported:
+        strides = tuple(int(s) for s in window_strides)
+        if isinstance(padding, str):
+            pads = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[0:2], strides, padding)
+        else:
+            pads = padding
+        pads = tuple((int(a), int(b)) for a, b in pads)
+        supported = all(p[0] <= k - 1 for p, k in zip(pads, rhs.shape[0:2]))
+    if not supported:
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count,
+            batch_group_count=batch_group_count,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
+    return _conv_nhwc(lhs, rhs, strides, pads, precision)
+
+
+def Conv(features: int, kernel_size, *, fast: bool = True, **kwargs) -> nn.Conv:  # noqa: N802
+    """An ``nn.Conv`` (NHWC) using :func:`fast_conv_general_dilated` when ``fast`` is True.
+
+    It is a genuine ``flax.linen.Conv`` (auto-named ``Conv_i``), so capture(kind="learnable")
+    finds it; ``fast=False`` gives the stock ``nn.Conv`` (needed for forward-mode autodiff).
+    """
+    if isinstance(kernel_size, int):
+        kernel_size = (kernel_size, kernel_size)
+    if fast:
+        kwargs["conv_general_dilated"] = fast_conv_general_dilated
+    return nn.Conv(features, tuple(kernel_size), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# pooling, batch norm
+# --------------------------------------------------------------------------------------------
+def max_pool(x, window: int = 2):
+    """Non-overlapping ``window x window`` max pooling of NHWC ``x`` (VALID: trailing rows/cols
+    that do not fill a window are dropped, like ``nn.max_pool(x, (k, k), strides=(k, k))``).
+
+    Written as reshape + max: its gradient is a select, not the scatter of ``reduce_window``.
+    """
+    *lead, h, w, c = x.shape
+    ho, wo = h // window, w // window
+    if ho == 0 or wo == 0:
+        raise ValueError(f"max_pool: window {window} larger than the {h}x{w} input")
+    x = x[..., : ho * window, : wo * window, :]
+    x = x.reshape(*lead, ho, window, wo, window, c)
+    return x.max(axis=(-4, -2))
+
+
+def global_avg_pool(x):
+    """Mean over the spatial axes of NHWC ``x`` -> [N, C]."""
+    return x.mean(axis=(-3, -2))
+
+
+def batch_norm(train: bool, dtype: Any, name: str | None = None, **kw) -> nn.BatchNorm:
+    """BatchNorm with PyTorch's defaults (momentum 0.1 there = 0.9 here, eps 1e-5)."""
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name, **kw
+    )
+
+
+def as_logits(x):
+    """Logits are returned in float32 whatever the compute dtype."""
+    return x.astype(jnp.float32)

@@ -1,0 +1,257 @@
+"""Checkpoints: orbax-checkpoint files plus an integrity manifest; exact resume; best and last.
+
+Layout of one checkpoint directory (``<run>/checkpoints/{last,best}/step_<9 digits>/``)::
+
+    state/          orbax PyTreeCheckpointer output: {"leaf_00000": array, ...} (no pickle)
+    manifest.json   format, step, loop metadata (data position, best metric, ...), each leaf's
+                    tree path, shape and dtype, and the sha256 of every file under state/
+
+A checkpoint is written to ``.tmp_step_*`` and renamed into place once complete, so a run killed
+while saving leaves no half-written ``step_*``. On restore the newest checkpoint whose manifest
+parses and whose files hash to the recorded digests is used; a truncated or corrupt one is reported
+with a ``CheckpointCorruptionWarning`` and the previous good one is tried. A checkpoint whose leaves
+do not match the target state (shapes, dtypes, tree paths) is a different configuration: ValueError.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import warnings
+from typing import Any, Optional
+
+import jax
+import numpy as np
+
+__all__ = ["save_checkpoint", "restore_checkpoint", "latest_valid_checkpoint", "list_checkpoints",
+           "verify_checkpoint", "load_for_eval", "CheckpointCorruptionWarning", "CheckpointError"]
+
+FORMAT = "advjax-checkpoint-v1"
+
+
+class CheckpointCorruptionWarning(UserWarning):
+    """A checkpoint failed verification and was skipped."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is unreadable or corrupt."""
+
+
+def _key_str(k) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _paths_and_leaves(tree):
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    paths = ["/".join(_key_str(k) for k in path) for path, _ in flat]
+    return paths, [leaf for _, leaf in flat], treedef
+
+
+def _hash_files(root: pathlib.Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            out[str(p.relative_to(root))] = h.hexdigest()
+    return out
+
+
+def _step_dir_name(step: int) -> str:
+    return f"step_{int(step):09d}"
+
+
+def list_checkpoints(directory) -> list[pathlib.Path]:
+    """Complete (renamed-into-place) checkpoint dirs under ``directory``, newest step first."""
+    d = pathlib.Path(directory)
+    if not d.is_dir():
+        return []
+    found = [p for p in d.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
+
+
+def save_checkpoint(directory, state, meta: Optional[dict] = None, *, keep: int = 2) -> pathlib.Path:
+    """Write ``state`` (any pytree; a TrainState's static fields are not saved) and the JSON-able
+    ``meta`` as ``directory/step_<state.step>``; keep the newest ``keep`` checkpoints.
+
+    Arrays are fetched to the host first (the only host round-trip, once per checkpoint).
+    """
+    import orbax.checkpoint as ocp
+
+    d = pathlib.Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    paths, leaves, _ = _paths_and_leaves(state)
+    host = [np.asarray(x) for x in jax.device_get(leaves)]
+    step = int(np.asarray(getattr(state, "step", (meta or {}).get("step", 0))))
+    name = _step_dir_name(step)
+    tmp = d / f".tmp_{name}_{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    ocp.PyTreeCheckpointer().save(tmp / "state", {f"leaf_{i:05d}": a for i, a in enumerate(host)})
+    manifest = {
+        "format": FORMAT,
+        "step": step,
+        "meta": meta or {},
+        "leaves": [{"path": p, "shape": list(a.shape), "dtype": str(a.dtype)} for p, a in zip(paths, host)],
+        "files": _hash_files(tmp / "state"),
+    }
+    with open(tmp / "manifest.json", "w") as f:
+        json.dump(manifest, f)
+        f.flush()
+        os.fsync(f.fileno())
+    final = d / name
+    if final.exists():
+        old = d / f".old_{name}_{os.getpid()}"
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+    for stale in list_checkpoints(d)[keep:]:
+        shutil.rmtree(stale, ignore_errors=True)
+    for junk in d.iterdir():
+        if junk.name.startswith((".tmp_", ".old_")) and not junk.name.endswith(f"_{os.getpid()}"):
+            shutil.rmtree(junk, ignore_errors=True)
+    return final
+
+
+def verify_checkpoint(path) -> dict:
+    """Return the manifest of a checkpoint dir after checking every file's sha256; CheckpointError
+    (saying what is wrong) if the manifest is missing/unreadable or a file is missing/changed."""
+    p = pathlib.Path(path)
+    mf = p / "manifest.json"
+    if not mf.is_file():
+        raise CheckpointError(f"{p}: manifest.json is missing (incomplete checkpoint)")
+    try:
+        manifest = json.loads(mf.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{p}: manifest.json is unreadable ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: not an advjax checkpoint (format {manifest.get('format') if isinstance(manifest, dict) else None!r})")
+    actual = _hash_files(p / "state")
+    expected = manifest["files"]
+    missing = sorted(set(expected) - set(actual))
+    changed = sorted(k for k in expected if k in actual and actual[k] != expected[k])
+    extra = sorted(set(actual) - set(expected))
+    if missing or changed or extra:
+        raise CheckpointError(f"{p}: checkpoint files do not match their recorded sha256 "
+                              f"(missing {missing[:3]}, changed {changed[:3]}, unexpected {extra[:3]}): "
+                              f"truncated or corrupt")
+    return manifest
+
+
+def _read_arrays(path: pathlib.Path, manifest: dict) -> list[np.ndarray]:
+    import orbax.checkpoint as ocp
+
+    try:
+        restored = ocp.PyTreeCheckpointer().restore(path / "state")
+    except Exception as e:  # orbax/tensorstore errors on damaged files
+        raise CheckpointError(f"{path}: orbax could not read the checkpoint ({type(e).__name__}: {e})") from None
+    arrays = []
+    for i, leaf in enumerate(manifest["leaves"]):
+        a = np.asarray(restored.get(f"leaf_{i:05d}")) if f"leaf_{i:05d}" in restored else None
+        if a is None or list(a.shape) != leaf["shape"] or str(a.dtype) != leaf["dtype"]:
+            raise CheckpointError(f"{path}: leaf {leaf['path']} is missing or has the wrong shape/dtype")
+        arrays.append(a)
+    return arrays
+
+
+def _check_matches(path, manifest, target_paths, target_leaves):
+    rec = manifest["leaves"]
+    if len(rec) != len(target_leaves):
+        raise ValueError(f"checkpoint {path} holds {len(rec)} arrays but this configuration's state has "
+                         f"{len(target_leaves)}: it was written by a different configuration")
+    for r, p, t in zip(rec, target_paths, target_leaves):
+        shape, dtype = list(np.shape(t)), str(np.asarray(t).dtype) if not hasattr(t, "dtype") else str(t.dtype)
+        if r["path"] != p or r["shape"] != shape or r["dtype"] != dtype:
+            raise ValueError(f"checkpoint {path} does not match this configuration's state at {p!r}: "
+                             f"saved {r['path']} {r['dtype']}{r['shape']}, expected {dtype}{shape}")
+
+
+def latest_valid_checkpoint(directory) -> Optional[tuple[pathlib.Path, dict]]:
+    """``(path, manifest)`` of the newest checkpoint that verifies, warning about each skipped one."""
+    for p in list_checkpoints(directory):
+        try:
+            return p, verify_checkpoint(p)
+        except CheckpointError as e:
+            warnings.warn(f"{e}; falling back to the previous checkpoint", CheckpointCorruptionWarning, stacklevel=2)
+    return None
+
+
+def restore_checkpoint(directory, target) -> Optional[tuple[Any, dict, pathlib.Path]]:
+    """Restore the newest good checkpoint under ``directory`` into the structure of ``target``.
+
+    Returns ``(state, meta, path)`` with host (numpy) leaves in ``target``'s tree (static fields
+    from ``target``), or None if there is no usable checkpoint. Corrupt ones are skipped with a
+    ``CheckpointCorruptionWarning``; a checkpoint of a different configuration raises ValueError.
+    """
+    t_paths, t_leaves, treedef = _paths_and_leaves(target)
+    for p in list_checkpoints(directory):
+        try:
+            manifest = verify_checkpoint(p)
+            _check_matches(p, manifest, t_paths, t_leaves)
+            arrays = _read_arrays(p, manifest)
+        except CheckpointError as e:
+            warnings.warn(f"{e}; falling back to the previous checkpoint", CheckpointCorruptionWarning, stacklevel=2)
+            continue
+        return jax.tree_util.tree_unflatten(treedef, arrays), manifest["meta"], p
+    return None
+
+
+def _find_run_dir(path: pathlib.Path) -> pathlib.Path:
+    for cand in [path, *path.parents]:
+        if (cand / "config.json").is_file():
+            return cand
+    raise FileNotFoundError(f"no config.json found at or above {path}: not an advjax run directory")
+
+
+def load_for_eval(path, which: str = "best"):
+    """``(model, variables, config)`` from a run directory or one of its checkpoint directories.
+
+    ``path``: the run dir (uses ``checkpoints/<which>``, falling back to ``last`` if there is no
+    ``best``), a ``checkpoints/best|last`` dir, or a ``step_*`` dir. ``variables`` is the flax dict
+    ``{"params": ..., "batch_stats": ...}`` (batch_stats only if the model has any) as numpy arrays;
+    ``config`` the run's ``TrainConfig``. Corrupt checkpoints are skipped with a warning.
+    """
+    from advjax.train.config import TrainConfig
+
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"load_for_eval: {path} does not exist")
+    run_dir = _find_run_dir(path)
+    config = TrainConfig.from_file(run_dir / "config.json")
+    if path.name.startswith("step_"):
+        candidates = [(path, verify_checkpoint(path))]
+    else:
+        dirs = [path] if path.name in ("best", "last") else [run_dir / "checkpoints" / which, run_dir / "checkpoints" / "last"]
+        candidates = []
+        for d in dirs:
+            found = latest_valid_checkpoint(d)
+            if found is not None:
+                candidates = [found]
+                break
+    if not candidates:
+        raise FileNotFoundError(f"load_for_eval: no valid checkpoint under {path}")
+    ckpt, manifest = candidates[0]
+    arrays = _read_arrays(ckpt, manifest)
+    variables: dict = {}
+    for leaf, a in zip(manifest["leaves"], arrays):
+        parts = leaf["path"].split("/")
+        if parts[0] not in ("params", "batch_stats"):
+            continue
+        node = variables
+        for k in parts[:-1]:
+            node = node.setdefault(k, {})
+        node[parts[-1]] = a
+    if "params" not in variables:
+        raise CheckpointError(f"{ckpt}: no params in checkpoint")
+    model = config.build_model()
+    return model, variables, config

@@ -1,0 +1,134 @@
+"""``advjax train``: any model x dataset x method from flags and/or a JSON/TOML config file.
+
+    advjax train --config run.toml
+    advjax train --model model_b --dataset mnist --train-split 'test[:8000]' --test-split 'test[8000:]' \
+        --method pgd_at --eps 0.3 --method-arg alpha=0.01 --method-arg steps=40 \
+        --epochs 10 --optimizer adam --lr 1e-3 --run-dir runs/mnist_pgd
+
+Flags override the file. Everything is written under ``--run-dir``; re-running the same command
+resumes from the newest good checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from advjax.train.config import OptimizerConfig, TrainConfig
+
+__all__ = ["configure_parser", "run", "config_from_args"]
+
+
+def _number(s: str) -> float:
+    """A float, or a fraction such as ``8/255``."""
+    try:
+        if "/" in s:
+            a, b = s.split("/")
+            return float(a) / float(b)
+        return float(s)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number or a fraction like 8/255, got {s!r}") from None
+
+
+def _kv(s: str):
+    if "=" not in s:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {s!r}")
+    k, v = s.split("=", 1)
+    try:
+        val = json.loads(v)
+    except json.JSONDecodeError:
+        try:
+            val = _number(v)
+        except argparse.ArgumentTypeError:
+            val = v
+    return k.strip().replace("-", "_"), val
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = parser
+    p.add_argument("--config", help="a .json or .toml TrainConfig file (flags override it)")
+    p.add_argument("--model")
+    p.add_argument("--model-arg", action="append", type=_kv, default=[], metavar="KEY=VALUE",
+                   help="model setting, e.g. activation=\"elu\" (repeatable)")
+    p.add_argument("--dataset")
+    p.add_argument("--data-dir")
+    p.add_argument("--train-split", help="e.g. train, test[:8000]")
+    p.add_argument("--test-split")
+    p.add_argument("--method", help="standard, at_fgsm, pgd_at, trades, mart, awp, fast, fgsm_ga, fgsm_ckpt, free_at, apgd_at, ...")
+    p.add_argument("--method-arg", action="append", type=_kv, default=[], metavar="KEY=VALUE",
+                   help="method setting, e.g. steps=10, beta=6.0, base=\"trades\" (repeatable)")
+    p.add_argument("--eps", type=_number, help="threat-model radius in pixel units, e.g. 8/255")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--optimizer", help="sgd, momentum, nesterov, adam, adamw, nadam")
+    p.add_argument("--lr", type=_number)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--clip-norm", type=float)
+    p.add_argument("--schedule", help="constant, piecewise, cyclic, cosine")
+    p.add_argument("--milestones", help="comma-separated epochs for the piecewise schedule")
+    p.add_argument("--augment", action="store_true", default=None)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-size", type=int)
+    p.add_argument("--eval-steps", type=int)
+    p.add_argument("--eval-eps", type=_number)
+    p.add_argument("--ckpt-every", type=int)
+    p.add_argument("--devices", type=int)
+    p.add_argument("--run-dir")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() first")
+    return p
+
+
+_TOP = ("model", "dataset", "data_dir", "train_split", "test_split", "method", "eps", "epochs", "batch_size",
+        "augment", "seed", "eval_size", "eval_steps", "eval_eps", "ckpt_every", "devices", "run_dir")
+_OPT = {"optimizer": "name", "lr": "lr", "momentum": "momentum", "weight_decay": "weight_decay",
+        "clip_norm": "clip_norm", "schedule": "schedule"}
+
+
+def config_from_args(args) -> TrainConfig:
+    cfg = TrainConfig.from_file(args.config) if getattr(args, "config", None) else TrainConfig()
+    top = {k: getattr(args, k) for k in _TOP if getattr(args, k, None) is not None}
+    opt = {v: getattr(args, k) for k, v in _OPT.items() if getattr(args, k, None) is not None}
+    if getattr(args, "milestones", None):
+        opt["milestones"] = tuple(float(m) for m in args.milestones.split(","))
+    if args.method_arg:
+        top["method_kwargs"] = {**cfg.method_kwargs, **dict(args.method_arg)}
+    if args.model_arg:
+        top["model_kwargs"] = {**cfg.model_kwargs, **dict(args.model_arg)}
+    if opt:
+        top["optimizer"] = dataclasses.replace(cfg.optimizer, **opt)
+    return cfg.replace(**top)
+
+
+def run(args) -> int:
+    from advjax.train.mesh import initialize_distributed
+
+    try:
+        cfg = config_from_args(args)
+        cfg.validate()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"advjax train: error: {e}", file=sys.stderr)
+        return 2
+    if args.distributed:
+        initialize_distributed(auto_detect=True)
+    from advjax.train.loop import fit
+
+    try:
+        result = fit(cfg, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"advjax train: error: {e}", file=sys.stderr)
+        return 2
+    last = result.history[-1] if result.history else {}
+    print(json.dumps({"run_dir": str(result.run_dir), "best": result.best, "last": last}))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = configure_parser(argparse.ArgumentParser("advjax train"))
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Data parallelism by sharding, not by rewriting (DESIGN.md "Data parallel by sharding").
+
+One ``Mesh`` over the devices with a single axis ``"data"``; the batch is placed with
+``NamedSharding(mesh, P("data"))`` (split along its first axis), the TrainState with
+``NamedSharding(mesh, P())`` (replicated), and the *same* jitted step runs with those shardings:
+XLA inserts the cross-device reductions, so the gradients are exactly the 1-device gradients of the
+global batch mean. (The hand-written alternative, ``jax.shard_map`` with ``lax.pmean`` of the
+gradients, silently gives device-count-times too large gradients for replicated parameters under the
+default ``check_vma=True``: their gradients are already summed across devices. We do not do that;
+tests/test_sharding.py checks it.)
+
+For several hosts call ``initialize_distributed()`` first (``jax.distributed.initialize``), then
+build the mesh over ``jax.devices()`` (all hosts' devices).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+__all__ = ["DATA_AXIS", "make_mesh", "batch_sharding", "replicated", "shard_batch", "replicate",
+           "check_batch_size", "initialize_distributed"]
+
+DATA_AXIS = "data"
+
+
+def make_mesh(num_devices: Optional[int] = None, devices: Optional[Sequence] = None) -> Mesh:
+    """A 1-D mesh with axis ``"data"`` over ``devices`` (default: the first ``num_devices`` of
+    ``jax.devices()``, all of them if None). Axis type Auto (sharding propagated by XLA)."""
+    if devices is None:
+        all_devices = jax.devices()
+        if num_devices is None:
+            num_devices = len(all_devices)
+        if not isinstance(num_devices, int) or num_devices < 1:
+            raise ValueError(f"num_devices must be a positive integer, got {num_devices!r}")
+        if num_devices > len(all_devices):
+            raise ValueError(f"asked for {num_devices} devices but only {len(all_devices)} are available "
+                             f"({jax.default_backend()}; on CPU set XLA_FLAGS=--xla_force_host_platform_device_count=N)")
+        devices = all_devices[:num_devices]
+    return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def check_batch_size(batch_size: int, mesh_or_count) -> None:
+    n = mesh_or_count if isinstance(mesh_or_count, int) else mesh_or_count.size
+    if batch_size % n:
+        raise ValueError(f"batch size {batch_size} is not divisible by the number of devices ({n}); "
+                         f"use a multiple of {n}, e.g. {max(n, batch_size // n * n)}")
+
+
+def shard_batch(batch, mesh: Mesh):
+    """Place a host batch (pytree of arrays with leading batch axis) split over ``"data"``."""
+    for leaf in jax.tree.leaves(batch):
+        check_batch_size(leaf.shape[0], mesh)
+    return jax.device_put(batch, batch_sharding(mesh))
+
+
+def replicate(tree, mesh: Mesh):
+    """Place a pytree (e.g. a TrainState) replicated on every device of the mesh."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def initialize_distributed(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
+                           process_id: Optional[int] = None, **kw) -> bool:
+    """Start multi-host JAX (``jax.distributed.initialize``) when asked to, else do nothing.
+
+    Arguments default to the environment (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``,
+    ``JAX_PROCESS_ID``) or to the cluster auto-detection of jax (SLURM, TPU pods, ...). Returns True
+    if jax.distributed was initialized. Call before anything touches a device.
+    """
+    coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
+        num_processes = int(os.environ["JAX_NUM_PROCESSES"])
+    if process_id is None and os.environ.get("JAX_PROCESS_ID"):
+        process_id = int(os.environ["JAX_PROCESS_ID"])
+    if coordinator_address is None and num_processes is None and not kw.pop("auto_detect", False):
+        return False
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id, **kw)
+    return True

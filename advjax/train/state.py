@@ -1,0 +1,136 @@
+"""Training state: one flax struct pytree holding everything a compiled step reads and writes.
+
+``TrainState`` carries the model parameters, the batch-norm statistics, the optax state, the step
+counter and the run's base PRNG key; the flax Module and the optax transformation are static fields
+(part of the treedef, not leaves), so a ``jax.jit`` of a step compiles once per run. Methods that
+need more state (AWP's proxy optimizer, Free-AT's carried perturbation, FGSM-SDI's generator and
+its optimizer) keep it in ``extra``, a dict pytree, and update it inside the same compiled step.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+__all__ = ["TrainState", "create_train_state", "apply_model"]
+
+
+class TrainState(struct.PyTreeNode):
+    """State of one training run.
+
+    Leaves: ``step`` (int32 scalar, number of optimizer updates applied), ``params``,
+    ``batch_stats`` (``{}`` for models without batch norm), ``opt_state`` (of ``tx``), ``key``
+    (the run's base PRNG key, raw uint32[2]; per-step keys are ``fold_in(key, step)``) and
+    ``extra`` (a dict of method-owned state, ``{}`` by default).
+    Static: ``model`` (flax.linen Module) and ``tx`` (optax.GradientTransformation).
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    key: jax.Array
+    extra: Any = struct.field(default_factory=dict)
+    model: Any = struct.field(pytree_node=False, default=None)
+    tx: Any = struct.field(pytree_node=False, default=None)
+
+    def variables(self, params=None, batch_stats=None) -> dict:
+        """The flax variables dict ``{"params": ..., "batch_stats": ...}`` (no batch_stats if empty)."""
+        params = self.params if params is None else params
+        batch_stats = self.batch_stats if batch_stats is None else batch_stats
+        out = {"params": params}
+        if batch_stats is not None and jax.tree_util.tree_leaves(batch_stats):
+            out["batch_stats"] = batch_stats
+        return out
+
+    def apply_gradients(self, grads, *, batch_stats=None, update_params=None, **changes) -> "TrainState":
+        """One optax update: ``updates = tx.update(grads, opt_state, update_params or params)``,
+        ``params <- params + updates``, ``step <- step + 1``.
+
+        ``update_params`` is what weight decay and other parameter-dependent transformations see;
+        AWP passes the perturbed weights there (as its reference code's optimizer step does) while
+        the update is applied to the unperturbed ones.
+        """
+        ref = self.params if update_params is None else update_params
+        updates, opt_state = self.tx.update(grads, self.opt_state, ref)
+        params = optax.apply_updates(self.params, updates)
+        return self.replace(
+            step=self.step + 1,
+            params=params,
+            opt_state=opt_state,
+            batch_stats=self.batch_stats if batch_stats is None else batch_stats,
+            **changes,
+        )
+
+    def apply_fn(self, variables, x):
+        """Eval-mode logits ``apply_fn(variables, x)`` (BN frozen): the function attacks take."""
+        return self.model.apply(variables, x, train=False)
+
+
+def apply_model(state: TrainState, params, x, *, train: bool, batch_stats=None):
+    """Forward pass with explicit params.
+
+    ``train=False``: returns ``(logits, batch_stats)`` with the statistics unchanged.
+    ``train=True``: batch norm uses batch statistics and the running averages are updated; returns
+    ``(logits, new_batch_stats)``. ``batch_stats`` defaults to ``state.batch_stats`` (methods with
+    several training forward passes thread the statistics through them).
+    """
+    bs = state.batch_stats if batch_stats is None else batch_stats
+    variables = state.variables(params=params, batch_stats=bs)
+    if not train:
+        return state.model.apply(variables, x, train=False), bs
+    if "batch_stats" not in variables:
+        return state.model.apply(variables, x, train=True), bs
+    logits, mutated = state.model.apply(variables, x, train=True, mutable=["batch_stats"])
+    return logits, mutated["batch_stats"]
+
+
+def _init_variables(model, key, input_shape, batch_size):
+    try:  # the models engineer's initializer, when present
+        from advjax.models import init_variables  # type: ignore
+
+        return init_variables(model, key, batch_size=batch_size)
+    except ImportError:
+        pass
+    if input_shape is None:
+        input_shape = getattr(model, "input_shape", None)
+    if input_shape is None:
+        raise ValueError("create_train_state: pass input_shape (the model has no input_shape field)")
+    x = jnp.zeros((batch_size, *tuple(input_shape)), jnp.float32)
+    return model.init(key, x, train=False)
+
+
+def create_train_state(model, tx, key, *, input_shape=None, variables=None, batch_size: int = 1,
+                       extra=None) -> TrainState:
+    """Initialize a TrainState.
+
+    ``key`` (raw uint32[2] PRNG key) is split into the init key and the run key stored in the
+    state. ``variables`` (a flax variables dict) overrides initialization (e.g. fine-tuning).
+    ``input_shape`` (per example) is only needed when the model has no ``input_shape`` field and
+    ``advjax.models.init_variables`` is unavailable.
+    """
+    if not isinstance(tx, optax.GradientTransformation):
+        raise ValueError(f"create_train_state: tx must be an optax.GradientTransformation, got {type(tx).__name__}")
+    key = jnp.asarray(key)
+    if key.dtype != jnp.uint32 or key.shape != (2,):
+        raise ValueError(f"create_train_state: key must be a raw PRNG key uint32[2] (jax.random.PRNGKey), got {key.dtype}{key.shape}")
+    init_key, run_key = jax.random.split(key)
+    if variables is None:
+        variables = _init_variables(model, init_key, input_shape, batch_size)
+    variables = flax.core.unfreeze(variables)
+    params = variables["params"]
+    batch_stats = variables.get("batch_stats", {})
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=tx.init(params),
+        key=run_key,
+        extra={} if extra is None else extra,
+        model=model,
+        tx=tx,
+    )

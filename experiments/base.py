@@ -1,0 +1,76 @@
+"""What an experiment is, and the table helpers every experiment shares.
+
+An experiment module in this package defines ``EXPERIMENT = Experiment(...)``; the runner
+(:mod:`experiments.runner`) finds it by itself, so adding ``experiments/sdi_table3.py`` needs no
+change anywhere else.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+SCALES = ("cpu", "paper")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentResult:
+    """What ``Experiment.run`` returns; the runner adds the header, versions and wall time.
+
+    markdown: the body of results.md (tables of our numbers beside the paper's, notes).
+    config: every setting the run used (goes to results.json).
+    metrics: the numbers (JSON-serialisable) -- e.g. {"table": {method: {eps: acc}}, "rg": {...}}.
+    plots: file names (relative to the output directory) of the figures written.
+    """
+    markdown: str
+    config: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+    plots: Sequence[str] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One paper table or figure.
+
+    name: the CLI name (``advjax reproduce NAME``), e.g. "lsa-moons".
+    description: one line (shown by ``--list``).
+    paper: the paper, e.g. 'Khalooei et al., "Layer-wise Regularized AT ...", Table 2'.
+    expected_runtime: per scale (and "quick"), a human string, e.g. {"cpu": "3 min on 2 cores"}.
+    paper_values: the paper's numbers as printed (or {} when not available -- never invented).
+    run: ``run(scale, quick, out_dir, seed) -> ExperimentResult``.
+    scales: the scales this experiment supports.
+    """
+    name: str
+    description: str
+    paper: str
+    expected_runtime: Mapping[str, str]
+    paper_values: Mapping[str, Any]
+    run: Callable[..., ExperimentResult]
+    scales: tuple[str, ...] = SCALES
+
+
+def fmt(v, digits: int = 2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def accuracy_table(ours: Mapping[str, Sequence[float]], eps: Sequence[float],
+                   paper: Mapping[str, Sequence[float]] | None = None, rg: bool = True,
+                   ) -> str:
+    """Markdown table: one row per method, accuracy (%) per eps and the R&G score.
+
+    When ``paper`` has a row for a method, the cell shows ``ours (paper)``; a missing paper value
+    shows ``ours (–)``; without ``paper`` only our numbers are shown.
+    """
+    head = ["method"] + [f"eps={e:g}" for e in eps] + (["R&G"] if rg else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, accs in ours.items():
+        accs = list(accs)
+        if len(accs) != len(eps):
+            raise ValueError(f"accuracy_table: row {name!r} has {len(accs)} values for {len(eps)} eps")
+        cells = [fmt(a) for a in accs] + ([fmt(sum(accs))] if rg else [])
+        if paper is not None:
+            p = paper.get(name)
+            pcells = ([None] * len(eps) + [None]) if p is None else list(p) + [sum(p)]
+            cells = [f"{c} ({fmt(q)})" for c, q in zip(cells, pcells)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,30 @@
+"""``advjax reproduce NAME [--scale paper|cpu] [--quick] [--list] [--out results/] [--seed N]``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", help="experiment to run (see --list)")
+    parser.add_argument("--scale", choices=("cpu", "paper"), default="cpu",
+                        help="cpu: sized for 2 CPU cores; paper: the paper's settings")
+    parser.add_argument("--quick", action="store_true", help="a shorter run (fewer epochs) for smoke tests and the README")
+    parser.add_argument("--list", action="store_true", help="list every experiment with its expected run time")
+    parser.add_argument("--out", default="results", help="results root; writes OUT/NAME/")
+    parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
+
+
+def run(args: argparse.Namespace) -> int:
+    from experiments import runner
+
+    if args.list or not args.name:
+        print(runner.list_text())
+        if not args.list and not args.name:
+            print("\nusage: advjax reproduce NAME [--scale cpu|paper] [--quick] [--out results]", file=sys.stderr)
+            return 2
+        return 0
+    out_dir, _, wall = runner.run_experiment(args.name, scale=args.scale, quick=args.quick, out=args.out, seed=args.seed)
+    print((out_dir / "results.md").read_text())
+    print(f"wrote {out_dir}/results.md, results.json and plots in {wall:.1f} s")
+    return 0

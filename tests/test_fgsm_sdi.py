@@ -1,0 +1,224 @@
+"""Tests of FGSM-SDI (Jia et al., TIP 2022, eq. 24-27, Algorithm 3) and its generator."""
+import functools
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from advjax.methods.fgsm_sdi import FGSMSDI, SDIState, init_sdi_state, smoothed_targets
+from advjax.models.generator import SDIGenerator
+
+EPS = 8 / 255
+SHAPE = (8, 8, 3)
+
+
+class TinyCNN(nn.Module):
+    """A tiny target: conv(8) [+ BN] + ReLU + global mean + dense(10)."""
+    use_bn: bool = True
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(8, (3, 3))(x)
+        if self.use_bn:
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        x = nn.relu(x)
+        return nn.Dense(10)(x.mean((1, 2)))
+
+
+def _batch(lo=0.0, hi=1.0, n=16, seed=0):
+    kx = jax.random.PRNGKey(seed)
+    x = jax.random.uniform(kx, (n,) + SHAPE, minval=lo, maxval=hi)
+    y = jnp.arange(n, dtype=jnp.int32) % 10
+    return x, y
+
+
+def _state(use_bn=True, arch="paper", lr=0.05, seed=0, gen_tx=None):
+    return init_sdi_state(TinyCNN(use_bn=use_bn), optax.sgd(lr, momentum=0.9), jax.random.PRNGKey(seed),
+                          SHAPE, generator=SDIGenerator(features=8, arch=arch), gen_tx=gen_tx)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_step(method):
+    """One compiled step per method setting, shared by the tests (compiling dominates their time)."""
+    return jax.jit(method.step)
+
+
+def _changed(a, b):
+    return any(not np.array_equal(np.asarray(u), np.asarray(v))
+               for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+@pytest.mark.parametrize("arch", ["paper", "reference"])
+def test_generator_shapes_and_range(arch):
+    gen = SDIGenerator(features=16, arch=arch)
+    x, _ = _batch(n=4)
+    s = jnp.sign(jax.random.normal(jax.random.PRNGKey(1), x.shape))
+    variables = gen.init(jax.random.PRNGKey(0), x, s)
+    assert variables["params"]["conv_in"]["kernel"].shape == (3, 3, 6, 16)  # 6-channel input
+    out = gen.apply(variables, x, s)
+    chex.assert_shape(out, x.shape)
+    # huge inputs saturate tanh but never leave [-1, 1]
+    big, upd = gen.apply(variables, 1e4 * x, s, train=True, mutable=["batch_stats"])
+    for o in (out, big):
+        assert bool(jnp.all(jnp.abs(o) <= 1.0)) and bool(jnp.all(jnp.isfinite(o)))
+    assert float(jnp.std(out)) > 0  # not a constant map
+    assert _changed(variables["batch_stats"], upd["batch_stats"])  # train mode updates BN stats
+    gray = SDIGenerator(features=4).init(jax.random.PRNGKey(0), x[..., :1], s[..., :1])
+    assert gray["params"]["conv_out"]["kernel"].shape[-1] == 1
+    with pytest.raises(ValueError, match="same NHWC shape"):
+        gen.apply(variables, x, s[..., :1])
+    with pytest.raises(ValueError, match="arch"):
+        SDIGenerator(arch="nope").init(jax.random.PRNGKey(0), x, s)
+
+
+def test_settings_are_validated():
+    for bad in (dict(k=0), dict(eps=-1.0), dict(mode="torch"), dict(label_smoothing=1.0), dict(alpha=-0.1)):
+        with pytest.raises(ValueError):
+            FGSMSDI(**bad)
+    with pytest.raises(ValueError, match="input_shape"):
+        init_sdi_state(TinyCNN(), optax.sgd(0.1), jax.random.PRNGKey(0), (8, 8))
+
+
+def test_smoothed_targets_match_released_code():
+    t = smoothed_targets(jnp.array([3, 0]), 10, 0.5)
+    np.testing.assert_allclose(t.sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(t[0, 3], 0.5)
+    np.testing.assert_allclose(t[0, 0], 0.5 / 9, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode,kw", [("paper", {}), ("reference", {"steps_per_epoch": 5})])
+def test_one_compiled_step_updates_generator_every_k_and_target_always(mode, kw):
+    k = 3
+    method = FGSMSDI(k=k, mode=mode, **kw)
+    state = _state()
+    step = _jitted_step(method)
+    x, y = _batch()
+    due = []
+    for i in range(2 * k + 2):
+        new, metrics = step(state, (x, y), jax.random.PRNGKey(i))
+        assert isinstance(new, SDIState)
+        gen_changed = _changed(state.gen_params, new.gen_params)
+        gen_opt_changed = _changed(state.gen_opt_state, new.gen_opt_state)
+        assert _changed(state.params, new.params), f"target not updated at step {i}"
+        assert gen_changed == gen_opt_changed
+        due.append(gen_changed)
+        assert float(metrics["gen_updated"]) == float(gen_changed)
+        assert int(new.step) == i + 1
+        state = new
+    if mode == "paper":
+        expected = [i % k == 0 for i in range(2 * k + 2)]          # 0, 3, 6
+    else:
+        expected = [(i % 5) % k == 0 for i in range(2 * k + 2)]    # 0, 3, 5: batch index per epoch
+    assert due == expected
+    assert step._cache_size() == 1  # one compilation for all steps
+
+
+def _gen_objective(method, state, x, y):
+    s, _, _ = method.input_sign(state.model, state.params, state.batch_stats, x, y)
+
+    def obj(gp):
+        delta, _, _ = method.perturbation(state.model, state.params, state.batch_stats, state.generator,
+                                          {"params": gp, "batch_stats": state.gen_batch_stats}, x, y, s,
+                                          gen_train=True)
+        logits = state.model.apply(state.variables, jnp.clip(x + delta, 0, 1), train=True,
+                                   mutable=["batch_stats"])[0]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return obj
+
+
+def test_generator_update_raises_target_loss_on_fixed_batch():
+    method = FGSMSDI(k=1)
+    state = _state()
+    x, y = _batch()
+    obj = jax.jit(_gen_objective(method, state, x, y))  # the target held at its initial params
+    grads = jax.grad(obj)(state.gen_params)
+    assert float(optax.tree.norm(grads)) > 0  # gradients reach theta through delta_g
+    # one step: the generator ascends (before the target moves), Adam lr 1e-3
+    new, metrics = _jitted_step(method)(state, (x, y), jax.random.PRNGKey(0))
+    assert float(metrics["gen_updated"]) == 1.0
+    np.testing.assert_allclose(float(metrics["gen_loss"]), float(obj(state.gen_params)), rtol=1e-5)
+    before, after = float(obj(state.gen_params)), float(obj(new.gen_params))
+    assert after > before + 1e-5, (before, after)
+    # a descent step of the same size would have lowered it: the sign is right, not luck
+    lowered = jax.tree_util.tree_map(lambda p, q: 2 * p - q, state.gen_params, new.gen_params)
+    assert float(obj(lowered)) < before
+
+
+@pytest.mark.parametrize("transform", [jax.jit, lambda f: f], ids=["jit", "nojit"])
+@pytest.mark.parametrize("mode", ["paper", "reference"])
+def test_delta_in_eps_ball_and_domain(mode, transform):
+    eps = 0.3  # large, so the [0, 1] box is active at many pixels
+    method = FGSMSDI(eps=eps, alpha=eps, mode=mode)
+    state = _state()
+    x, y = _batch()
+    s, _, _ = method.input_sign(state.model, state.params, state.batch_stats, x, y)
+
+    def delta_fn(gvars):
+        return method.perturbation(state.model, state.params, state.batch_stats, state.generator,
+                                   gvars, x, y, s)[0]
+    delta = transform(delta_fn)(state.gen_variables)
+    chex.assert_shape(delta, x.shape)
+    assert float(jnp.max(jnp.abs(delta))) <= eps + 1e-6
+    inside = bool(jnp.all((x + delta >= -1e-6) & (x + delta <= 1 + 1e-6)))
+    assert inside == (mode == "paper")  # reference mode does not clip x + delta to [0, 1]
+
+
+def test_modes_differ_only_where_documented():
+    x, y = _batch(0.3, 0.7)  # interior: no [0, 1] clipping is active at eps = 8/255
+    # same generator params in both modes -> identical deltas
+    state = _state(use_bn=False)
+    p, r = FGSMSDI(mode="paper"), FGSMSDI(mode="reference")
+    s, _, _ = p.input_sign(state.model, state.params, state.batch_stats, x, y)
+    args = (state.model, state.params, state.batch_stats, state.generator, state.gen_variables, x, y, s)
+    np.testing.assert_array_equal(np.asarray(p.perturbation(*args)[0]), np.asarray(r.perturbation(*args)[0]))
+
+    # with batch statistics in every training forward, running-stat threading does not change
+    # outputs, and without clipping reference mode == paper mode + label smoothing 0.5:
+    # same deltas, same losses, same updates of both networks
+    state = _state(use_bn=True)
+    step_ps = _jitted_step(FGSMSDI(mode="paper", label_smoothing=0.5, k=1))
+    step_r = _jitted_step(FGSMSDI(mode="reference", k=1))
+    step_p = _jitted_step(FGSMSDI(mode="paper", k=1))
+    a = b = c = state
+    for i in range(2):
+        a, ma = step_ps(a, (x, y), jax.random.PRNGKey(i))
+        b, mb = step_r(b, (x, y), jax.random.PRNGKey(i))
+        c, mc = step_p(c, (x, y), jax.random.PRNGKey(i))
+        np.testing.assert_allclose(float(ma["loss"]), float(mb["loss"]), rtol=1e-5)
+        np.testing.assert_allclose(float(ma["gen_loss"]), float(mb["gen_loss"]), rtol=1e-5)
+        assert abs(float(ma["loss"]) - float(mc["loss"])) > 1e-3  # smoothing changes the loss
+    chex.assert_trees_all_close(a.params, b.params, rtol=1e-4, atol=1e-6)
+    chex.assert_trees_all_close(a.gen_params, b.gen_params, rtol=1e-4, atol=1e-6)
+    assert _changed(a.batch_stats, b.batch_stats)  # ... and the running statistics differ
+
+    # label smoothing changes only the target loss, not the perturbation the step trains on
+    d_plain = FGSMSDI(k=1000).perturbation(*args)[0]
+    d_smooth = FGSMSDI(k=1000, label_smoothing=0.5).perturbation(*args)[0]
+    np.testing.assert_array_equal(np.asarray(d_plain), np.asarray(d_smooth))
+
+
+def test_reference_mode_threads_target_batch_stats():
+    x, y = _batch()
+    state = _state(use_bn=True)
+    p, _ = _jitted_step(FGSMSDI(mode="paper", k=1))(state, (x, y), jax.random.PRNGKey(0))
+    r, _ = _jitted_step(FGSMSDI(mode="reference", k=1))(state, (x, y), jax.random.PRNGKey(0))
+    # paper: one running-stat update (the training forward): mean = 0.9 * 0 + 0.1 * batch mean
+    # reference: five updates (clean, 2 in the generator step, 2 in the target step)
+    m0 = state.batch_stats["BatchNorm_0"]["mean"]
+    dp = jnp.abs(p.batch_stats["BatchNorm_0"]["mean"] - m0).mean()
+    dr = jnp.abs(r.batch_stats["BatchNorm_0"]["mean"] - m0).mean()
+    assert float(dr) > 2.5 * float(dp) > 0
+
+
+def test_metrics_attack_success_rate_consistent():
+    x, y = _batch()
+    state = _state()
+    _, m = _jitted_step(FGSMSDI(k=1))(state, (x, y), jax.random.PRNGKey(0))
+    for name in ("loss", "accuracy", "clean_accuracy", "attack_success_rate", "gen_loss", "delta_linf"):
+        assert np.isfinite(float(m[name])), name
+    assert 0.0 <= float(m["attack_success_rate"]) <= 1.0
+    np.testing.assert_allclose(float(m["delta_linf"]), EPS, rtol=1e-5)  # alpha = eps: a full step

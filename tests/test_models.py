@@ -1,0 +1,452 @@
+"""Tests of advjax.models: registry, every model's forward pass and parameter count, the fast conv,
+max pooling, activations, input validation and bfloat16 compute."""
+import sys
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from advjax import models
+from advjax.models import activations, ops
+
+KEY = jax.random.key(0)
+
+
+def _images(shape, n=2, seed=1):
+    return jax.random.uniform(jax.random.key(seed), (n, *shape), jnp.float32)
+
+
+# ------------------------------------------------------------------------------------------
+# registry
+# ------------------------------------------------------------------------------------------
+def test_list_models_has_every_paper_model():
+    names = set(models.list_models())
+    want = {
+        "model_a", "model_b", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn",
+        "vgg19", "vgg19_bn", "vgg_hldr", "resnet18", "resnet20", "resnet56", "preact_resnet18",
+        "wrn28_10", "wrn34_10", "wide_resnet", "sdi_generator",
+    }
+    assert want <= names
+
+
+def test_unknown_model_lists_known_names():
+    with pytest.raises(ValueError, match="unknown model 'resnet99'.*resnet18.*wrn34_10"):
+        models.get_model("resnet99")
+
+
+def test_unknown_activation_lists_known_names():
+    with pytest.raises(ValueError, match="unknown activation 'swishy'.*elu.*relu"):
+        models.get_model("model_b", activation="swishy")
+    with pytest.raises(ValueError, match="unknown activation"):
+        activations.get_activation("nope")
+
+
+def test_bad_keyword_is_value_error():
+    with pytest.raises(ValueError, match="bad keyword"):
+        models.get_model("model_b", no_such_field=3)
+
+
+def test_name_normalization_and_paper_defaults():
+    wrn = models.get_model("WRN-28-10")
+    assert isinstance(wrn, models.WideResNet) and (wrn.depth, wrn.widen_factor) == (28, 10)
+    a = models.get_model("model_a")
+    assert (a.num_classes, a.activation, tuple(a.input_shape)) == (2, "elu", (2,))
+    assert a.mean is None and a.std is None
+    b = models.get_model("model_b")
+    assert (b.num_classes, b.activation, tuple(b.input_shape)) == (10, "relu", (28, 28, 1))
+    assert b.mean is None and b.std is None
+    h = models.get_model("vgg_hldr")
+    assert h.activation == "elu" and h.batch_norm and tuple(h.hidden) == (512,)
+    r = models.get_model("resnet18", num_classes=100, activation="softplus", input_shape=[64, 64, 3])
+    assert (r.num_classes, r.activation, r.input_shape) == (100, "softplus", (64, 64, 3))
+    assert tuple(r.mean) == ops.CIFAR10_MEAN and tuple(r.std) == ops.CIFAR10_STD
+
+
+def test_sdi_generator_is_registered_lazily():
+    # importing the registry must not import the generator module (owned elsewhere)
+    assert "sdi_generator" in models.list_models()
+    try:
+        gen = models.get_model("sdi_generator")
+    except ModuleNotFoundError as e:  # generator.py not written yet
+        assert "generator" in str(e)
+    else:
+        assert isinstance(gen, nn.Module)
+
+
+# ------------------------------------------------------------------------------------------
+# parameter counts (jax.eval_shape: no compute)
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name,published,rel",
+    [
+        ("resnet18", 11.17e6, 0.002),  # 11,173,962
+        ("preact_resnet18", 11.17e6, 0.002),  # 11,171,146 + final BN
+        ("wrn28_10", 36.5e6, 0.002),  # 36,479,194
+        ("wrn34_10", 46.2e6, 0.002),  # 46,160,474
+        ("resnet20", 0.27e6, 0.005),  # 269,722
+        ("resnet56", 0.85e6, 0.005),  # 853,018
+        ("vgg16", 14.7e6, 0.003),
+        ("vgg16_bn", 14.7e6, 0.003),
+        ("model_a", 20702, 0.0),  # 2*100+100 + 2*(100*100+100) + 100*2+2
+        ("model_b", 123222, 0.0),  # 416 + 12832 + 51264 + 57700 + 1010
+    ],
+)
+def test_parameter_count_matches_published(name, published, rel):
+    n = models.param_count(models.get_model(name))
+    assert abs(n - published) <= rel * published, (name, n)
+
+
+def test_exact_counts_of_reference_ports():
+    assert models.param_count(models.get_model("resnet18")) == 11_173_962
+    assert models.param_count(models.get_model("wrn28_10")) == 36_479_194
+    assert models.param_count(models.get_model("resnet20")) == 269_722
+
+
+# ------------------------------------------------------------------------------------------
+# forward passes
+# ------------------------------------------------------------------------------------------
+def _check_logits(logits, n, num_classes):
+    chex.assert_shape(logits, (n, num_classes))
+    assert logits.dtype == jnp.float32
+    chex.assert_tree_all_finite(logits)
+
+
+@pytest.mark.parametrize("name", ["model_b", "resnet20", "vgg11_bn", "resnet18"])
+def test_real_forward(name):
+    model = models.get_model(name, num_classes=7)
+    variables = models.init_variables(model, KEY)
+    x = _images(model.input_shape)
+    logits = jax.jit(models.logits_fn(model))(variables, x)
+    _check_logits(logits, 2, 7)
+    # the two images give different logits (the model is not constant)
+    assert not np.allclose(logits[0], logits[1])
+    # logits_fn is apply in eval mode
+    np.testing.assert_array_equal(logits, jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
+
+
+def test_model_a_forward_takes_unbounded_features():
+    model = models.get_model("model_a")
+    variables = models.init_variables(model, KEY)
+    x = jnp.array([[-1.5, 2.0], [0.3, -0.7], [10.0, 3.0]])
+    _check_logits(model.apply(variables, x), 3, 2)
+    chex.assert_shape(model.apply(variables, x[0]), (2,))  # one example, no batch axis
+
+
+@pytest.mark.parametrize(
+    "name", ["vgg13", "vgg16", "vgg19_bn", "vgg_hldr", "resnet56", "preact_resnet18", "wrn28_10",
+             "wrn34_10"]
+)
+def test_abstract_forward_of_big_models(name):
+    model = models.get_model(name, num_classes=10)
+
+    def run(x):
+        variables = model.init(KEY, x)
+        out = model.apply(variables, x)
+        if "batch_stats" in variables:
+            out_t, upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
+            assert jax.tree.structure(upd["batch_stats"]) == jax.tree.structure(variables["batch_stats"])
+            assert out_t.shape == out.shape
+        return out
+
+    out = jax.eval_shape(run, jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32))
+    assert out.shape == (2, 10) and out.dtype == jnp.float32
+
+
+def test_train_mode_updates_batch_stats():
+    model = models.get_model("resnet20")
+    variables = models.init_variables(model, KEY)
+    x = _images(model.input_shape, n=4)
+    logits, upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    _check_logits(logits, 4, 10)
+    old = variables["batch_stats"]["bn1"]["mean"]
+    new = upd["batch_stats"]["bn1"]["mean"]
+    assert not np.allclose(old, new)
+    # train mode normalizes with batch statistics: differs from eval mode at init
+    assert not np.allclose(logits, model.apply(variables, x))
+
+
+def test_normalize_is_first_layer():
+    norm = ops.Normalize((0.5, 0.25), (0.5, 2.0))
+    x = jnp.array([[1.0, 0.25], [0.0, 1.0]])
+    np.testing.assert_allclose(norm.apply({}, x), [[1.0, 0.0], [-1.0, 0.375]])
+    # a model's mean/std change the function: same params, different normalization
+    m1 = models.get_model("model_b")
+    m2 = models.get_model("model_b", mean=(0.1307,), std=(0.3081,))
+    variables = models.init_variables(m1, KEY)
+    x = _images((28, 28, 1))
+    assert not np.allclose(m1.apply(variables, x), m2.apply(variables, x))
+
+
+@pytest.mark.parametrize("act", ["elu", "softplus", "silu", "gelu", "celu"])
+def test_activation_is_selectable(act):
+    m = models.get_model("model_b", activation=act)
+    m_relu = models.get_model("model_b")
+    variables = models.init_variables(m, KEY)
+    x = _images((28, 28, 1))
+    assert not np.allclose(m.apply(variables, x), m_relu.apply(variables, x))
+
+
+def test_activation_module_and_registry():
+    x = jnp.linspace(-3, 3, 13)
+    for name in activations.list_activations():
+        y = activations.Activation(name).apply({}, x)
+        np.testing.assert_allclose(y, activations.get_activation(name)(x), rtol=1e-6)
+    np.testing.assert_allclose(activations.Activation("relu").apply({}, x), np.maximum(x, 0))
+    np.testing.assert_allclose(activations.get_activation("ELU")(x), np.where(x > 0, x, np.expm1(x)),
+                               rtol=1e-6)
+    # GELU is the exact (erf) form, as in PyTorch
+    from scipy.special import erf
+
+    np.testing.assert_allclose(activations.get_activation("gelu")(x),
+                               0.5 * x * (1 + erf(x / np.sqrt(2))), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# bfloat16
+# ------------------------------------------------------------------------------------------
+def test_bfloat16_compute():
+    m32 = models.get_model("model_b")
+    m16 = models.get_model("model_b", dtype=jnp.bfloat16)
+    variables = models.init_variables(m16, KEY)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
+    x = _images((28, 28, 1), n=4)
+    l16 = m16.apply(variables, x)
+    l32 = m32.apply(variables, x)
+    assert l16.dtype == jnp.float32
+    np.testing.assert_allclose(l16, l32, atol=0.05 * float(jnp.abs(l32).max()) + 1e-3)
+    assert not np.array_equal(l16, l32)  # it really computed in bf16
+    # gradients w.r.t. the input flow through the bf16 fast conv
+    g = jax.grad(lambda x: m16.apply(variables, x).sum())(x)
+    assert g.dtype == jnp.float32 and bool(jnp.isfinite(g).all()) and float(jnp.abs(g).sum()) > 0
+
+
+def test_bfloat16_batchnorm_model_abstract():
+    m = models.get_model("resnet18", dtype=jnp.bfloat16)
+    out = jax.eval_shape(lambda x: m.apply(m.init(KEY, x), x), jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32))
+    assert out.dtype == jnp.float32
+
+
+# ------------------------------------------------------------------------------------------
+# input validation
+# ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_b():
+    m = models.get_model("model_b")
+    return m, models.init_variables(m, KEY)
+
+
+def test_bad_rank(model_b):
+    m, v = model_b
+    with pytest.raises(ValueError, match="rank"):
+        m.apply(v, jnp.zeros((2, 1, 28, 28, 1)))
+    with pytest.raises(ValueError, match="rank"):
+        m.apply(v, jnp.zeros((28, 28)))
+
+
+def test_bad_channels(model_b):
+    m, v = model_b
+    with pytest.raises(ValueError, match="channels"):
+        m.apply(v, jnp.zeros((2, 28, 28, 3)))
+    with pytest.raises(ValueError, match="per-example shape"):
+        m.apply(v, jnp.zeros((2, 32, 32, 1)))
+
+
+def test_bad_dtype(model_b):
+    m, v = model_b
+    with pytest.raises(ValueError, match="dtype"):
+        m.apply(v, jnp.zeros((2, 28, 28, 1), jnp.uint8))
+    with pytest.raises(ValueError, match="dtype"):  # also at trace time under jit
+        jax.jit(m.apply)(v, jnp.zeros((2, 28, 28, 1), jnp.int32))
+
+
+def test_nan_and_box_checked_when_concrete(model_b):
+    m, v = model_b
+    x = np.full((2, 28, 28, 1), 0.5, np.float32)
+    x_nan = x.copy()
+    x_nan[0, 3, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        m.apply(v, x_nan)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        m.apply(v, x * 2)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        m.apply(v, x - 0.6)
+    # under jit the value checks are skipped (no host round-trip): it runs
+    out = jax.jit(m.apply)(v, jnp.asarray(x * 2))
+    chex.assert_shape(out, (2, 10))
+
+
+def test_model_a_has_no_box_check_but_checks_shape():
+    m = models.get_model("model_a")
+    v = models.init_variables(m, KEY)
+    m.apply(v, jnp.array([[5.0, -5.0]]))
+    with pytest.raises(ValueError, match="per-example shape"):
+        m.apply(v, jnp.zeros((4, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        m.apply(v, jnp.array([[jnp.nan, 0.0]]))
+
+
+# ------------------------------------------------------------------------------------------
+# the fast conv: same numbers as jax's default, including gradients
+# ------------------------------------------------------------------------------------------
+CONV_CASES = [
+    # (input hw, kernel, stride, padding)
+    ((8, 8), 3, 1, "SAME"),
+    ((8, 8), 3, 2, "SAME"),
+    ((9, 9), 3, 2, "SAME"),
+    ((8, 8), 1, 2, "VALID"),
+    ((9, 7), 1, 2, "VALID"),
+    ((12, 12), 5, 1, "VALID"),
+    ((8, 8), 3, 1, ((1, 1), (1, 1))),
+    ((8, 8), 3, 2, ((1, 1), (1, 1))),
+    ((7, 7), 3, 2, ((1, 1), (1, 1))),
+    ((10, 10), 5, 3, ((2, 1), (0, 2))),
+]
+
+
+def _maybe_jit(f, jit):
+    return jax.jit(f) if jit else f
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("hw,k,s,pad", CONV_CASES)
+def test_fast_conv_matches_lax(hw, k, s, pad, jit):
+    kx, kw, kg = jax.random.split(jax.random.key(3), 3)
+    x = jax.random.normal(kx, (2, *hw, 3))
+    w = jax.random.normal(kw, (k, k, 3, 4))
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def ref(x, w):
+        return jax.lax.conv_general_dilated(x, w, (s, s), pad, dimension_numbers=dn)
+
+    def fast(x, w):
+        return ops.fast_conv_general_dilated(x, w, (s, s), pad, dimension_numbers=dn)
+
+    def vjp(f):
+        def run(x, w, g):
+            y, pull = jax.vjp(f, x, w)
+            return (y, *pull(g))
+
+        return _maybe_jit(run, jit)
+
+    g = jax.random.normal(kg, ref(x, w).shape)
+    y_r, dx_r, dw_r = vjp(ref)(x, w, g)
+    y_f, dx_f, dw_f = vjp(fast)(x, w, g)
+    np.testing.assert_allclose(y_f, y_r, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx_f, dx_r, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw_f, dw_r, rtol=1e-4, atol=1e-4)
+
+
+def test_fast_conv_second_order_matches_lax():
+    """Double backprop (e.g. GradAlign in FGSM-GA): d/dw of ||dL/dx||^2 is the same."""
+    kx, kw = jax.random.split(jax.random.key(4))
+    x = jax.random.normal(kx, (2, 8, 8, 3))
+    w = jax.random.normal(kw, (3, 3, 3, 4))
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def make(conv):
+        def penalty(w):
+            gx = jax.grad(lambda x: jnp.tanh(conv(x, w, (2, 2), "SAME", dimension_numbers=dn)).sum())(x)
+            return (gx**2).sum()
+
+        return jax.jit(jax.grad(penalty))
+
+    np.testing.assert_allclose(make(ops.fast_conv_general_dilated)(w),
+                               make(jax.lax.conv_general_dilated)(w), rtol=1e-4, atol=1e-4)
+
+
+def test_fast_conv_falls_back_for_unsupported_cases():
+    x = jax.random.normal(KEY, (1, 8, 8, 4))
+    w = jax.random.normal(KEY, (3, 3, 2, 4))
+    dn = ("NHWC", "HWIO", "NHWC")
+    for kw in ({"rhs_dilation": (2, 2)}, {}):
+        groups = 1 if kw else 2
+        ww = w if not kw else jax.random.normal(KEY, (3, 3, 4, 4))
+        y = ops.fast_conv_general_dilated(x, ww, (1, 1), "SAME", dimension_numbers=dn,
+                                          feature_group_count=groups, **kw)
+        y_ref = jax.lax.conv_general_dilated(x, ww, (1, 1), "SAME", dimension_numbers=dn,
+                                             feature_group_count=groups, **kw)
+        np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_module_is_a_flax_conv_with_plain_params():
+    fast = ops.Conv(4, 3, padding="SAME")
+    plain = ops.Conv(4, 3, padding="SAME", fast=False)
+    assert isinstance(fast, nn.Conv) and type(fast).__name__ == "Conv"
+    x = _images((6, 6, 2))
+    variables = fast.init(KEY, x)
+    assert jax.tree.structure(variables) == jax.tree.structure(plain.init(KEY, x))
+    np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x), rtol=1e-6)
+
+
+def _tiny_resnet(fast):
+    # stride-2 3x3 convs and stride-2 1x1 projection shortcuts, as in ResNet-18, but small
+    return models.ResNet(stage_sizes=(1, 1), widths=(4, 8), shortcut="conv", input_shape=(8, 8, 3),
+                         fast_conv=fast)
+
+
+@pytest.mark.parametrize("build", ["model_b", "tiny_resnet", "tiny_preact", "tiny_wrn"])
+def test_model_input_gradients_equal_plain_conv(build):
+    def make(fast):
+        if build == "model_b":
+            return models.get_model("model_b", fast_conv=fast)
+        if build == "tiny_resnet":
+            return _tiny_resnet(fast)
+        if build == "tiny_preact":
+            return models.PreActResNet(stage_sizes=(1, 1), widths=(4, 8), input_shape=(8, 8, 3),
+                                       fast_conv=fast)
+        return models.WideResNet(depth=10, widen_factor=1, input_shape=(8, 8, 3), fast_conv=fast)
+
+    m_fast, m_plain = make(True), make(False)
+    variables = models.init_variables(m_fast, KEY)
+    x = _images(m_fast.input_shape, n=3)
+
+    def grads(m):
+        def loss(params, x):
+            v = {**variables, "params": params}
+            logits, _ = m.apply(v, x, train=True, mutable=["batch_stats"]) if "batch_stats" in v \
+                else (m.apply(v, x, train=True), None)
+            return jax.nn.log_softmax(logits)[:, 0].sum()
+
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))(variables["params"], x)
+
+    (gp_f, gx_f), (gp_p, gx_p) = grads(m_fast), grads(m_plain)
+    np.testing.assert_allclose(gx_f, gx_p, rtol=1e-4, atol=1e-6)
+    chex.assert_trees_all_close(gp_f, gp_p, rtol=1e-4, atol=1e-6)
+    assert float(jnp.abs(gx_f).sum()) > 0
+
+
+def test_fast_conv_inside_fori_loop():
+    """The PGD-like rolled loop gives the same iterate with the fast and the plain conv."""
+    def pgd(m, variables, x):
+        def body(_, xa):
+            g = jax.grad(lambda z: m.apply(variables, z)[:, 0].sum())(xa)
+            return jnp.clip(xa + 0.01 * jnp.sign(g), 0.0, 1.0)
+
+        return jax.jit(lambda x: jax.lax.fori_loop(0, 3, body, x))(x)
+
+    m_fast, m_plain = models.get_model("model_b"), models.get_model("model_b", fast_conv=False)
+    variables = models.init_variables(m_fast, KEY)
+    x = _images((28, 28, 1), n=2)
+    a, b = pgd(m_fast, variables, x), pgd(m_plain, variables, x)
+    assert float(jnp.abs(a - x).max()) > 0
+    # signs can flip on numerically-zero gradients only; the iterates agree almost everywhere
+    assert float(jnp.mean(jnp.abs(a - b) < 1e-6)) > 0.99
+
+
+# ------------------------------------------------------------------------------------------
+# max pooling
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("hw", [(8, 8), (7, 9)])
+def test_max_pool_matches_reduce_window(hw):
+    x = jax.random.normal(KEY, (2, *hw, 3))
+    ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))  # noqa: E731
+    np.testing.assert_array_equal(ops.max_pool(x, 2), ref(x))
+    gy = jax.random.normal(jax.random.key(5), ref(x).shape)
+    g_fast = jax.vjp(lambda x: ops.max_pool(x, 2), x)[1](gy)[0]
+    g_ref = jax.vjp(ref, x)[1](gy)[0]
+    np.testing.assert_allclose(g_fast, g_ref)
+    with pytest.raises(ValueError, match="window"):
+        ops.max_pool(x, 10)
