@@ -179,16 +179,25 @@ def run_config(cfg: MoonConfig, out_dir, seed: int = 0) -> ExperimentResult:
         sample, label = np.asarray(xt[si]), int(yt[si])
         rep = jnp.repeat(jnp.asarray(sample)[None], cfg.adv_points, 0)
         lab = jnp.full((cfg.adv_points,), label, jnp.int32)
-        fgsm_pts, adv_pts, probs_fns = {}, {}, {}
-        for i, n in enumerate(names):
-            v = variables[n]
-            logits_fn = lambda z, v=v: features_fn(v, z)[0]  # noqa: E731
-            fgsm_pts[n] = np.asarray(T.pgd_linf(logits_fn, rep[:1], lab[:1], lk, cfg.train_eps, 1,
-                                                alpha=cfg.train_eps, random_start=False))[0]
-            adv_pts[n] = np.asarray(T.pgd_linf(logits_fn, rep, lab, jax.random.fold_in(lk, i), cfg.train_eps, 10))
-            probs_fns[n] = jax.jit(lambda z, v=v: jax.nn.softmax(features_fn(v, z)[0]))
+        lo, hi = xt.min(0) - 0.6, xt.max(0) + 0.6
+        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 120), np.linspace(lo[1], hi[1], 120))
+        grid = jnp.asarray(np.stack([gx.ravel(), gy.ravel()], 1), jnp.float32)
+
+        def fig7(v, k):  # one model: FGSM point, adversarial points, probabilities on the grid
+            logits_fn = lambda z: features_fn(v, z)[0]  # noqa: E731
+            f = T.pgd_linf(logits_fn, rep[:1], lab[:1], k, cfg.train_eps, 1, alpha=cfg.train_eps,
+                           random_start=False)[0]
+            a = T.pgd_linf(logits_fn, rep, lab, k, cfg.train_eps, 10)
+            return f, a, jax.nn.softmax(logits_fn(grid))
+
+        keys = jax.random.split(lk, len(names))
+        f_all, a_all, p_all = jax.jit(jax.vmap(fig7))(stacked, keys)
+        f_all, a_all, p_all = np.asarray(f_all), np.asarray(a_all), np.asarray(p_all)
+        fgsm_pts = {n: f_all[i] for i, n in enumerate(names)}
+        adv_pts = {n: a_all[i] for i, n in enumerate(names)}
+        probs_fns = {n: (lambda pts, i=i: p_all[i]) for i, n in enumerate(names)}
         plots.plot_decision_boundaries(out_dir / "decision_boundaries.png", probs_fns, xt, yt, sample, label,
-                                       fgsm_pts, adv_pts)
+                                       fgsm_pts, adv_pts, grid=120, margin=0.6)
         plots.plot_training_curves(out_dir / "training_loss.png", losses, "training loss per epoch (Table 2 models)")
         plot_files += ["decision_boundaries.png", "training_loss.png"]
     t_plots = time.perf_counter() - t0
@@ -196,7 +205,7 @@ def run_config(cfg: MoonConfig, out_dir, seed: int = 0) -> ExperimentResult:
     # ---------------- markdown
     paper = PAPER_TABLE2 or None
     md = [
-        "## Table 2 (Moon, Model A): accuracy (%) under L-inf PGD-%d and R&G score" % cfg.eval_steps,
+        f"## Table 2 (Moon, Model A): accuracy (%) under L-inf PGD-{cfg.eval_steps} and R&G score",
         "",
         "Cells: ours" + (" (paper)" if paper else "") + ". R&G = sum of the accuracies over eps "
         f"{', '.join(f'{e:g}' for e in EPS_EVAL)} (max {100 * len(EPS_EVAL)}).",

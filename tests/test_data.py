@@ -434,6 +434,29 @@ def test_tiny_imagenet_npz(tmp_path):
     assert ds.num_classes == 200 and ds.x.shape == (6, 64, 64, 3) and ds.y[1] == 199
 
 
+def test_tiny_imagenet_official_jpeg_folders(tmp_path):
+    from PIL import Image
+
+    base = tmp_path / "tiny-imagenet-200"
+    wnids = [f"n{i:08d}" for i in range(200)][::-1]  # file order is not the label order
+    base.mkdir()
+    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    for w, shade in [("n00000003", 30), ("n00000150", 90)]:
+        d = base / "train" / w / "images"
+        d.mkdir(parents=True)
+        for k in range(2):
+            Image.fromarray(np.full((64, 64, 3), shade + k, np.uint8)).save(d / f"{w}_{k}.JPEG", quality=95)
+    (base / "val" / "images").mkdir(parents=True)
+    Image.fromarray(np.full((64, 64), 200, np.uint8)).save(base / "val" / "images" / "val_0.JPEG")
+    (base / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn00000150\t0\t0\t10\t10\n")
+    tr = D.load("tiny_imagenet", "train", data_dir=tmp_path, search_defaults=False)
+    assert tr.x.shape == (4, 64, 64, 3) and tr.y.tolist() == [3, 3, 150, 150]
+    np.testing.assert_allclose(tr.x.reshape(4, -1).mean(1), [30, 31, 90, 91], atol=1.0)
+    va = D.load("tiny_imagenet", "val", data_dir=tmp_path, search_defaults=False)
+    assert va.y.tolist() == [150] and va.x.shape == (1, 64, 64, 3)  # grayscale -> RGB
+    assert abs(float(va.x.mean()) - 200) < 1.0
+
+
 # ------------------------------------------------------------------------------ prepared tfds data
 def _prepare_fake_tfds_mnist(data_dir: pathlib.Path):
     tfds = pytest.importorskip("tensorflow_datasets")

@@ -20,6 +20,7 @@ is one CM value per layer for the whole batch, so mu and sigma are taken over th
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -216,19 +217,46 @@ def format_mvl_versus_eta(mvls: Sequence[MVL]) -> str:
     return "\n".join(lines)
 
 
+@functools.lru_cache(maxsize=64)
+def _cms_program(features_fn: Callable, perts: tuple, mode: str):
+    """One jitted program: {perturbation: per-layer CMs} for (variables, x, y, key); cached so
+    that analysing several models of the same architecture compiles once."""
+    apply_fn = lambda v, z: features_fn(v, z)[0]  # noqa: E731
+
+    def run(variables, x, y, key):
+        out = {}
+        for i, (pname, pert) in enumerate(perts):
+            xp = pert(apply_fn, variables, x, y, jax.random.fold_in(key, i))
+            _, fc = features_fn(variables, x)
+            _, fa = features_fn(variables, xp)
+            out[pname] = layer_comparison_measures(fc, fa, mode=mode)
+        return out
+
+    return jax.jit(run)
+
+
+def _names(features_fn, variables, x) -> list[str]:
+    return list(jax.eval_shape(lambda v, z: features_fn(v, z)[1], variables, x[:1]).keys())
+
+
 def perturbation_cms(features_fn: Callable, variables, x, y, key, perturbations: Mapping[str, Callable],
                      mode: str = "paper") -> tuple[list[str], dict[str, np.ndarray]]:
     """Per-layer CM (mean over the samples) for each perturbation (the curves of Fig. 4/5).
 
-    Returns (layer names, {perturbation name: array [L]})."""
-    apply_fn = lambda v, z: features_fn(v, z)[0]  # noqa: E731
-    out, names = {}, None
-    for i, (pname, pert) in enumerate(perturbations.items()):
-        xp = pert(apply_fn, variables, x, y, jax.random.fold_in(key, i))
-        names, cms = layer_cms(features_fn, variables, x, xp, mode)
-        cms = np.asarray(cms)
-        out[pname] = cms.mean(axis=0) if cms.ndim == 2 else cms
-    return names, out
+    Perturbations are ``perturb(apply_fn, variables, x, y, key) -> x_pert`` (attacks or noise).
+    Returns (layer names, {perturbation name: array [L]}). One compile per (features_fn,
+    perturbations, mode), reused across models."""
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    try:
+        prog = _cms_program(features_fn, tuple(perturbations.items()), mode)
+    except TypeError:  # unhashable perturbation: no caching
+        prog = _cms_program.__wrapped__(features_fn, tuple(perturbations.items()), mode)
+    res = prog(variables, x, y, key)
+    out = {}
+    for k in perturbations:
+        c = np.asarray(res[k])
+        out[k] = c.mean(axis=0) if c.ndim == 2 else c
+    return _names(features_fn, variables, x), out
 
 
 def algorithm2(features_fn: Callable, variables_or_train: Any, x_test, y_test, attack: Callable, key,
@@ -250,7 +278,9 @@ def algorithm2(features_fn: Callable, variables_or_train: Any, x_test, y_test, a
     k_sel, k_att = jax.random.split(key)
     idx = np.asarray(jax.random.permutation(k_sel, n))[: min(num_samples, n)]
     x, y = jnp.asarray(x_test)[idx], jnp.asarray(y_test)[idx]
-    apply_fn = lambda v, z: features_fn(v, z)[0]  # noqa: E731
-    x_adv = attack(apply_fn, variables, x, y, k_att)
-    names, cms = layer_cms(features_fn, variables, x, x_adv, mode)
-    return most_vulnerable_layers(cms, eta, names), cms
+    try:
+        prog = _cms_program(features_fn, (("attack", attack),), mode)
+    except TypeError:  # unhashable attack: no caching
+        prog = _cms_program.__wrapped__(features_fn, (("attack", attack),), mode)
+    cms = np.asarray(prog(variables, x, y, k_att)["attack"])
+    return most_vulnerable_layers(cms, eta, _names(features_fn, variables, x)), cms

@@ -54,15 +54,18 @@ def projection_linf(t: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     c2 = (b - b0 > 0) & ~c_l
     lb = jnp.zeros((m,), t.dtype)
     ub = jnp.full((m,), dim - 1, t.dtype)
-    for _ in range(math.ceil(math.log2(dim)) if dim > 1 else 0):
+
+    def bisect(_, bounds):  # a rolled loop: a few cheap gathers, not worth unrolling (compile time)
+        lb, ub = bounds
         c4 = jnp.floor((lb + ub) / 2)
         ci = c4.astype(jnp.int32)[:, None]
         indcurr = jnp.take_along_axis(indp, dim - 1 - ci, axis=1)
         b2 = (jnp.take_along_axis(sb, ci, axis=1) - jnp.take_along_axis(s, ci, axis=1)
               * jnp.take_along_axis(p, indcurr, axis=1))[:, 0]
         c = b - b2 > 0
-        lb = jnp.where(c, c4, lb)
-        ub = jnp.where(c, ub, c4)
+        return jnp.where(c, c4, lb), jnp.where(c, ub, c4)
+
+    lb, ub = jax.lax.fori_loop(0, math.ceil(math.log2(dim)) if dim > 1 else 0, bisect, (lb, ub))
     lbi = lb.astype(jnp.int32)[:, None]
     lmbd_l = jnp.maximum((b - sb[:, -1]) / (-s[:, -1]), 0.0)[:, None]
     d_l = (2 * a - 1) * lmbd_l
@@ -79,7 +82,7 @@ class FAB(base.Attack):
     class) and steps towards the closest. See :class:`FABT` for the AutoAttack version.
 
     Attributes: steps (100), restarts (1), alpha_max (0.1), eta (1.05), beta (0.9),
-    n_target_classes (9), loop (loop form of the iterations).
+    n_target_classes (9), loop (loop form of the iterations; "auto" means rolled here).
     """
 
     steps: int = 100
@@ -93,6 +96,12 @@ class FAB(base.Attack):
     supported_norms: ClassVar[tuple[str, ...]] = ("linf",)
     supports_targeted: ClassVar[bool] = False
     multi_target: ClassVar[bool] = False
+
+    @property
+    def _loop(self):
+        # "auto" is rolled for FAB: each unrolled step costs ~2 s of XLA:CPU compile (the sort and
+        # gathers of the projection), far more than the while-loop slowdown saves.
+        return "rolled" if self.loop == "auto" else self.loop
 
     def __post_init__(self):
         super().__post_init__()
@@ -174,7 +183,7 @@ class FAB(base.Attack):
             x1 = jnp.where(base._bcast(is_adv, x), im2 + (x1 - im2) * self.beta, x1)
             return x1, adv, res2
 
-        _, adv, res2 = base.fori(self.steps, body, state, self.loop)
+        _, adv, res2 = base.fori(self.steps, body, state, self._loop)
         return back(adv), jnp.where(res2 < 1e10, res2 * sc, 1e10)
 
     def run(self, apply_fn, variables, x, y, key):
@@ -203,7 +212,7 @@ class FAB(base.Attack):
             fooled = robust & ok
             return jnp.where(base._bcast(fooled, x), adv_c, adv), robust & ~fooled
 
-        mode, _ = base.resolve_loop(self.loop, self.steps)
+        mode, _ = base.resolve_loop(self._loop, self.steps)
         carry = (x, robust0)
         if mode == "unroll" or runs == 1:
             for j in range(runs):

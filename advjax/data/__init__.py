@@ -1,7 +1,8 @@
 """Datasets for advjax: offline loaders, batching and augmentation.
 
 * `load(name, split, data_dir=None, **kw) -> Dataset` reads local files (IDX, CIFAR pickles,
-  SVHN .mat, .npz, prepared tensorflow-datasets directories) or scikit-learn (moons, digits);
+  SVHN .mat, Tiny ImageNet JPEG folders, .npz, prepared tensorflow-datasets directories) or
+  scikit-learn (moons, digits);
   it never downloads and fails fast with `DatasetNotFoundError` (see `advjax.data.loader`).
 * `batches(ds, batch_size, seed=0, epoch=0, shuffle=True, drop_remainder=True)` yields
   deterministic float32 batches.

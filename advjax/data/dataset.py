@@ -183,10 +183,10 @@ SPECS: dict[str, DatasetSpec] = {
             "tiny_imagenet", 200, (64, 64, 3), ("train", "validation"),
             dir_names=("tiny_imagenet", "tiny-imagenet", "tiny-imagenet-200"),
             how_to_get=(
-                "put <split>*.npz files with x (uint8 [N, 64, 64, 3]) and y into "
-                "DIR/tiny_imagenet/ (convert from http://cs231n.stanford.edu/tiny-imagenet-200.zip; "
-                "the official test split has no labels), or a prepared tfds directory "
-                "DIR/tiny_imagenet/<version>/"
+                "extract http://cs231n.stanford.edu/tiny-imagenet-200.zip into DIR (giving "
+                "DIR/tiny-imagenet-200/; its test split has no labels), or put <split>*.npz files "
+                "with x (uint8 [N, 64, 64, 3]) and y into DIR/tiny_imagenet/, or a prepared tfds "
+                "directory DIR/tiny_imagenet/<version>/"
             ),
         ),
     ]

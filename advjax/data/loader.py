@@ -16,6 +16,7 @@ directory holding the requested split wins, and ``Dataset.source`` says which fi
 * cifar10, cifar100: the python pickle batches, ``<dir>/cifar-10-batches-py/`` or
   ``<dir>/cifar-100-python/`` (also below ``<dir>/<name>/``), read by a restricted unpickler;
 * svhn_cropped: ``<dir>/svhn_cropped/<split>_32x32.mat`` (official MATLAB files);
+* tiny_imagenet: the extracted ``<dir>/tiny-imagenet-200/`` (JPEG folders; train, validation);
 * any image set: ``.npz`` archives in ``<dir>/<name>/`` (see `advjax.data.npz`);
 * any image set with a tfds name: ``<dir>/<tfds_name>/<version>/`` prepared by tfds.
 
@@ -41,7 +42,7 @@ from typing import Iterable
 
 import numpy as np
 
-from advjax.data import cifar, idx, npz, svhn, tfds_source
+from advjax.data import cifar, idx, npz, svhn, tfds_source, tiny_imagenet
 from advjax.data.dataset import (
     DataFormatError,
     Dataset,
@@ -127,6 +128,13 @@ def _scan(spec: DatasetSpec, root: pathlib.Path, split: str, file) -> tuple[_Fou
                     found.setdefault(s, []).append(f"SVHN .mat {p}")
                     if s == split and hit is None:
                         hit = _Found("svhn_mat", p)
+        if spec.name == "tiny_imagenet":
+            for s in spec.splits:
+                base = tiny_imagenet.find_tiny_imagenet(root, spec.dir_names, s)
+                if base:
+                    found.setdefault(s, []).append(f"JPEG folders in {base}")
+                    if s == split and hit is None:
+                        hit = _Found("tiny_jpeg", base)
     # npz archives
     if file is not None:
         fp = pathlib.Path(file).expanduser()
@@ -168,6 +176,9 @@ def _read(spec: DatasetSpec, hit: _Found, split: str, label_mode: str) -> Datase
         source = str(hit.where)
     elif hit.kind == "svhn_mat":
         x, y = svhn.load_svhn_mat(hit.where)
+        source = str(hit.where)
+    elif hit.kind == "tiny_jpeg":
+        x, y = tiny_imagenet.load_tiny_imagenet(hit.where, split)
         source = str(hit.where)
     elif hit.kind == "npz":
         x, y = npz.load_npz_split(hit.where, *hit.detail, input_shape=spec.input_shape)

@@ -20,8 +20,13 @@ L(f(x + delta_g(theta); w), y) (gradients flow through eta_g into delta_g; the s
 treated as a constant -- its derivative is zero almost everywhere -- so it is wrapped in
 ``stop_gradient``); then, with the (possibly just updated) generator, recompute delta_g and take
 one descent step on w of L(f(x + delta_g; w), y), delta_g held constant. Both optimizers live in
-ONE state pytree (:class:`SDIState`) and ONE jit-compiled :meth:`FGSMSDI.step` updates them, the
+ONE state pytree and ONE jit-compiled :meth:`FGSMSDI.step` updates them, the
 generator under ``lax.cond`` on the step counter (no host round-trip).
+
+State layout: the engine's ``advjax.train.TrainState`` (target ``params, batch_stats, opt_state,
+step``) with the generator's three pieces in ``state.extra["sdi"] = {"params", "batch_stats",
+"opt_state"}`` -- one pytree, checkpointed and sharded like any TrainState. The generator module
+and its optimizer are settings of the method (static), built from its fields.
 
 Paper mode and reference mode, side by side
 -------------------------------------------
@@ -49,6 +54,10 @@ the target                  updates them; attack forwards use     updates them, 
                                                                   given (the code uses
                                                                   ``batch_idx``, reset each epoch);
                                                                   global step otherwise
+generator architecture      ``SDIGenerator(arch="paper")``:       ``arch="reference"``: the released
+(``generator_arch=None``    conv-BN-ReLU, ResBlock, conv-BN,      ``One_Layer_Attacker`` (PReLU
+follows the mode)           tanh                                  pre-activation block, affine-free
+                                                                  BNs, no BN after the last conv)
 ==========================  ===================================  ===================================
 
 The same in both modes (checked against the released code): alpha = eps = 8/255 by default (the
@@ -62,101 +71,29 @@ statistics) when it makes the target's training examples; the target uses batch 
 mode) in every forward of the training step; reported training loss/accuracy are those of the
 target's forward on x + delta_g. The target's optimizer (SGD momentum 0.9, wd 5e-4, lr 0.1
 piecewise at 100/110 and 105/110 of the steps, or cyclic 0 -> 0.1 -> 0) is the caller's ``tx``.
-The generator's architecture differs between the paper's description and the released module; it
-is chosen separately with ``SDIGenerator(arch=...)`` (see :mod:`advjax.models.generator`).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
-
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
 
 from advjax.models.generator import SDIGenerator
+from advjax.train.state import TrainState, apply_model, create_train_state
 
-__all__ = ["SDIState", "FGSMSDI", "generator_optimizer", "init_sdi_state", "smoothed_targets"]
+__all__ = ["FGSMSDI", "generator_optimizer", "init_sdi_state", "smoothed_targets", "EXTRA_KEY"]
 
 _MODES = ("paper", "reference")
-
-
-class SDIState(struct.PyTreeNode):
-    """ONE pytree for FGSM-SDI: the target's train state and the generator's, two optax states.
-
-    The target's fields carry the names of ``advjax.train.TrainState`` (``step, params,
-    batch_stats, opt_state, key`` + static ``model, tx``), so code that evaluates
-    ``state.model.apply({"params": state.params, "batch_stats": state.batch_stats}, x)`` works
-    unchanged; the generator's are ``gen_params, gen_batch_stats, gen_opt_state`` + static
-    ``generator, gen_tx``.
-    """
-
-    step: jax.Array
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-    key: jax.Array
-    gen_params: Any
-    gen_batch_stats: Any
-    gen_opt_state: Any
-    model: nn.Module = struct.field(pytree_node=False)
-    tx: optax.GradientTransformation = struct.field(pytree_node=False)
-    generator: nn.Module = struct.field(pytree_node=False)
-    gen_tx: optax.GradientTransformation = struct.field(pytree_node=False)
-
-    @property
-    def variables(self):
-        """The target's variables for ``model.apply`` (what evaluation and attacks take)."""
-        if self.batch_stats:
-            return {"params": self.params, "batch_stats": self.batch_stats}
-        return {"params": self.params}
-
-    @property
-    def gen_variables(self):
-        return {"params": self.gen_params, "batch_stats": self.gen_batch_stats}
+EXTRA_KEY = "sdi"  # state.extra[EXTRA_KEY] = {"params", "batch_stats", "opt_state"} of the generator
 
 
 def generator_optimizer(lr: float = 1e-3, weight_decay: float = 5e-4) -> optax.GradientTransformation:
     """Adam with coupled L2 weight decay, as PyTorch ``Adam(lr, weight_decay)`` in the released code."""
-    if lr <= 0 or weight_decay < 0:
+    if not lr > 0 or not weight_decay >= 0:
         raise ValueError(f"generator_optimizer: need lr > 0 and weight_decay >= 0, got {lr}, {weight_decay}")
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(lr))
-
-
-def init_sdi_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
-                   input_shape, *, generator: nn.Module | None = None,
-                   gen_tx: optax.GradientTransformation | None = None,
-                   params=None, batch_stats=None, opt_state=None,
-                   step=0) -> SDIState:
-    """Build an :class:`SDIState`: initialize the generator (and the target unless given).
-
-    ``input_shape`` is the per-example image shape (H, W, C). Pass ``params``/``batch_stats``
-    (and optionally ``opt_state``/``step``) to wrap an existing target train state, e.g. one from
-    ``advjax.train.create_train_state`` (see :meth:`FGSMSDI.init_state`).
-    """
-    input_shape = tuple(int(d) for d in input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(f"init_sdi_state: input_shape must be (H, W, C), got {input_shape}")
-    generator = generator if generator is not None else SDIGenerator(out_channels=input_shape[-1])
-    gen_tx = gen_tx if gen_tx is not None else generator_optimizer()
-    k_target, k_gen, k_state = jax.random.split(key, 3)
-    dummy = jnp.zeros((1,) + input_shape, jnp.float32)
-    if params is None:
-        variables = model.init(k_target, dummy, train=False)
-        params = variables["params"]
-        batch_stats = variables.get("batch_stats", {})
-    batch_stats = {} if batch_stats is None else batch_stats
-    gvars = generator.init(k_gen, dummy, dummy, train=False)
-    if opt_state is None:
-        opt_state = tx.init(params)
-    return SDIState(step=jnp.asarray(step, jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=opt_state, key=k_state, gen_params=gvars["params"],
-                    gen_batch_stats=gvars.get("batch_stats", {}),
-                    gen_opt_state=gen_tx.init(gvars["params"]), model=model, tx=tx,
-                    generator=generator, gen_tx=gen_tx)
 
 
 def smoothed_targets(y: jax.Array, num_classes: int, smoothing: float) -> jax.Array:
@@ -166,15 +103,6 @@ def smoothed_targets(y: jax.Array, num_classes: int, smoothing: float) -> jax.Ar
     """
     one_hot = jax.nn.one_hot(y, num_classes)
     return one_hot * (1.0 - smoothing) + (1.0 - one_hot) * (smoothing / (num_classes - 1))
-
-
-def _forward(model, params, batch_stats, x):
-    """Target forward in train mode (batch statistics); returns (logits, new_batch_stats)."""
-    if batch_stats:
-        logits, upd = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                  mutable=["batch_stats"])
-        return logits, upd["batch_stats"]
-    return model.apply({"params": params}, x, train=True), batch_stats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +118,9 @@ class FGSMSDI:
         class's target is 1 - label_smoothing (see :func:`smoothed_targets`).
       steps_per_epoch: reference mode only: count "every k" by the batch index within the epoch.
       domain: the input box of paper mode (``None``: no clipping in either mode).
+      generator_features: hidden width of the generator (64).
+      generator_arch: ``"paper"``/``"reference"``; ``None`` follows ``mode``.
+      gen_lr, gen_weight_decay: the generator's Adam (1e-3, coupled L2 5e-4).
     """
 
     eps: float = 8 / 255
@@ -199,12 +130,18 @@ class FGSMSDI:
     label_smoothing: float | None = None
     steps_per_epoch: int | None = None
     domain: tuple[float, float] | None = (0.0, 1.0)
+    generator_features: int = 64
+    generator_arch: str | None = None
+    gen_lr: float = 1e-3
+    gen_weight_decay: float = 5e-4
 
     def __post_init__(self):
         if self.mode not in _MODES:
             raise ValueError(f"FGSMSDI: unknown mode {self.mode!r}; use one of {_MODES}")
-        if not self.eps >= 0:
-            raise ValueError(f"FGSMSDI: eps must be >= 0, got {self.eps}")
+        if self.generator_arch not in (None,) + _MODES:
+            raise ValueError(f"FGSMSDI: unknown generator_arch {self.generator_arch!r}; use None or one of {_MODES}")
+        if not (isinstance(self.eps, (int, float)) and 0 <= self.eps <= 1):
+            raise ValueError(f"FGSMSDI: eps must be in [0, 1] (pixels live in [0, 1]; 8/255, not 8), got {self.eps!r}")
         if not self.alpha >= 0:
             raise ValueError(f"FGSMSDI: alpha must be >= 0, got {self.alpha}")
         if int(self.k) != self.k or self.k < 1:
@@ -213,6 +150,11 @@ class FGSMSDI:
             raise ValueError(f"FGSMSDI: label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(f"FGSMSDI: steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+        if self.domain is not None and (len(self.domain) != 2 or not self.domain[0] < self.domain[1]):
+            raise ValueError(f"FGSMSDI: domain must be (low, high) with low < high, or None; got {self.domain!r}")
+        if self.generator_features < 1:
+            raise ValueError(f"FGSMSDI: generator_features must be >= 1, got {self.generator_features}")
+        generator_optimizer(self.gen_lr, self.gen_weight_decay)  # validates
 
     # -- settings that depend on the mode -------------------------------------------------
     @property
@@ -225,18 +167,30 @@ class FGSMSDI:
     def clip_domain(self):
         return self.domain if self.mode == "paper" else None
 
-    def init_state(self, train_state, key: jax.Array, *, generator: nn.Module | None = None,
-                   gen_tx: optax.GradientTransformation | None = None) -> SDIState:
-        """Wrap a target ``TrainState`` (contract fields) into an :class:`SDIState`."""
-        model = train_state.model
-        shape = getattr(model, "input_shape", None)
-        if shape is None:
-            raise ValueError("FGSMSDI.init_state: the model has no input_shape field; use init_sdi_state")
-        if generator is None:
-            generator = SDIGenerator(out_channels=tuple(shape)[-1], arch=self.mode)
-        return init_sdi_state(model, train_state.tx, key, shape, generator=generator, gen_tx=gen_tx,
-                              params=train_state.params, batch_stats=train_state.batch_stats,
-                              opt_state=train_state.opt_state, step=train_state.step)
+    def generator(self, out_channels: int) -> SDIGenerator:
+        return SDIGenerator(features=self.generator_features, out_channels=out_channels,
+                            arch=self.generator_arch or self.mode)
+
+    @property
+    def gen_tx(self) -> optax.GradientTransformation:
+        return generator_optimizer(self.gen_lr, self.gen_weight_decay)
+
+    def init_state(self, state: TrainState, batch, key: jax.Array | None = None) -> TrainState:
+        """Add the generator's params, BN statistics and Adam state to ``state.extra["sdi"]``.
+
+        ``batch`` is an example ``(x, y)`` (only x's shape is used); ``key`` defaults to one
+        folded from the state's run key."""
+        x = jnp.asarray(batch[0])
+        if x.ndim != 4:
+            raise ValueError(f"FGSMSDI.init_state: expects NHWC images, got x of shape {x.shape}")
+        if key is None:
+            key = jax.random.fold_in(state.key, 0x5D1)
+        gen = self.generator(x.shape[-1])
+        dummy = jnp.zeros((1,) + x.shape[1:], jnp.float32)
+        gvars = gen.init(key, dummy, dummy, train=False)
+        sdi = {"params": gvars["params"], "batch_stats": gvars.get("batch_stats", {}),
+               "opt_state": self.gen_tx.init(gvars["params"])}
+        return state.replace(extra={**dict(state.extra), EXTRA_KEY: sdi})
 
     # -- pieces -----------------------------------------------------------------------------
     def _loss(self, logits, y, smoothing):
@@ -245,42 +199,43 @@ class FGSMSDI:
             return optax.softmax_cross_entropy(logits, t)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y)
 
-    def _clip(self, x, x_new):
+    def _clip(self, x_new):
         d = self.clip_domain
         return x_new if d is None else jnp.clip(x_new, d[0], d[1])
 
-    def input_sign(self, model, params, batch_stats, x, y):
-        """eq. 24: S_x = sign(grad_x CE(f(x; w), y)), target in train mode.
+    def input_sign(self, state: TrainState, x, y, batch_stats=None):
+        """eq. 24: S_x = sign(grad_x CE(f(x; w), y)), target in train mode (batch statistics).
 
         Returns (S_x, clean_logits, batch_stats after the clean forward)."""
         def f(xx):
-            logits, bs = _forward(model, params, batch_stats, xx)
+            logits, bs = apply_model(state, state.params, xx, train=True, batch_stats=batch_stats)
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum(), (logits, bs)
         g, (logits, bs) = jax.grad(f, has_aux=True)(x)
         return jnp.sign(g), logits, bs
 
-    def perturbation(self, model, params, batch_stats, generator, gen_variables, x, y, s,
-                     gen_train: bool = False):
-        """eq. 25-26: delta_g (differentiable in the generator's params through eta_g).
+    def perturbation(self, state: TrainState, gen_vars, x, y, s, *, gen_train: bool = False,
+                     batch_stats=None):
+        """eq. 25-26: delta_g, differentiable in ``gen_vars["params"]`` through eta_g.
 
         Returns (delta, target batch_stats after the x + eta_g forward, generator batch_stats).
-        ``x + delta`` lies in the domain in paper mode."""
+        In paper mode ``x + delta`` lies in the domain."""
+        gen = self.generator(x.shape[-1])
         if gen_train:
-            g, upd = generator.apply(gen_variables, x, s, train=True, mutable=["batch_stats"])
+            g, upd = gen.apply(gen_vars, x, s, train=True, mutable=["batch_stats"])
             gen_bs = upd["batch_stats"]
         else:
-            g = generator.apply(gen_variables, x, s, train=False)
-            gen_bs = gen_variables.get("batch_stats", {})
+            g = gen.apply(gen_vars, x, s, train=False)
+            gen_bs = gen_vars.get("batch_stats", {})
         eta = self.eps * g                                                  # eq. 25
-        x1 = self._clip(x, x + eta)
+        x1 = self._clip(x + eta)
 
         def f(xx):
-            logits, bs = _forward(model, params, batch_stats, xx)
+            logits, bs = apply_model(state, state.params, xx, train=True, batch_stats=batch_stats)
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum(), bs
         g1, bs = jax.grad(f, has_aux=True)(jax.lax.stop_gradient(x1))
-        step = jax.lax.stop_gradient(jnp.clip(self.alpha * jnp.sign(g1), -self.eps, self.eps))
-        delta = jnp.clip(eta + step, -self.eps, self.eps)                   # eq. 26
-        delta = self._clip(x, x + delta) - x
+        fgsm = jax.lax.stop_gradient(jnp.clip(self.alpha * jnp.sign(g1), -self.eps, self.eps))
+        delta = jnp.clip(eta + fgsm, -self.eps, self.eps)                   # eq. 26
+        delta = self._clip(x + delta) - x
         return delta, bs, gen_bs
 
     # -- the step ---------------------------------------------------------------------------
@@ -289,66 +244,65 @@ class FGSMSDI:
             step = step % self.steps_per_epoch
         return step % self.k == 0
 
-    def step(self, state: SDIState, batch, key: jax.Array):
+    def step(self, state: TrainState, batch, key: jax.Array):
         """One FGSM-SDI step (Algorithm 3): generator ascent when due, then target descent.
 
         ``batch`` is (x, y) with x in the domain; ``key`` is unused (FGSM-SDI is deterministic
         given the state) but kept for the Method protocol. Returns (new_state, metrics) with
-        metrics ``loss, accuracy`` (target's forward on x + delta_g), ``clean_accuracy``,
+        ``loss, acc`` (the target's forward on x + delta_g), ``clean_acc``,
         ``attack_success_rate`` (share of the clean-correct training examples that x + delta_g
-        misclassifies, Fig. 27), ``gen_loss`` (the generator's objective before its update; 0 when
+        misclassifies, Fig. 27), ``gen_loss`` (the generator's objective before its update, 0 when
         not updated), ``gen_updated`` (1.0 / 0.0) and ``delta_linf``.
         """
         del key
+        if EXTRA_KEY not in state.extra:
+            raise ValueError("FGSMSDI.step: state.extra has no generator; call method.init_state(state, batch) first")
         x, y = batch
         chex.assert_rank(x, 4)
         chex.assert_rank(y, 1)
-        model, generator = state.model, state.generator
         ref = self.mode == "reference"
         smoothing = self.smoothing
-        s, clean_logits, bs_clean = self.input_sign(model, state.params, state.batch_stats, x, y)
+        gen_tx = self.gen_tx
+        sdi = state.extra[EXTRA_KEY]
+        s, clean_logits, bs_clean = self.input_sign(state, x, y)
         bs = bs_clean if ref else state.batch_stats
 
         def gen_update(operand):
-            gen_params, gen_bs, gen_opt_state, tbs = operand
+            g, tbs = operand
 
             def objective(gp):
                 delta, tbs1, new_gen_bs = self.perturbation(
-                    model, state.params, tbs, generator,
-                    {"params": gp, "batch_stats": gen_bs}, x, y, s, gen_train=True)
-                logits, tbs2 = _forward(model, state.params, tbs1 if ref else tbs,
-                                         self._clip(x, x + delta))
+                    state, {"params": gp, "batch_stats": g["batch_stats"]}, x, y, s,
+                    gen_train=True, batch_stats=tbs)
+                logits, tbs2 = apply_model(state, state.params, self._clip(x + delta), train=True,
+                                           batch_stats=tbs1 if ref else tbs)
                 loss = self._loss(logits, y, smoothing).mean()
                 return -loss, (loss, new_gen_bs, tbs2 if ref else tbs)
 
-            grads, (loss, new_gen_bs, new_tbs) = jax.grad(objective, has_aux=True)(gen_params)
-            updates, new_opt = state.gen_tx.update(grads, gen_opt_state, gen_params)
-            new_params = optax.apply_updates(gen_params, updates)
-            return (new_params, new_gen_bs, new_opt, new_tbs), loss.astype(jnp.float32)
+            grads, (loss, new_gen_bs, new_tbs) = jax.grad(objective, has_aux=True)(g["params"])
+            updates, new_opt = gen_tx.update(grads, g["opt_state"], g["params"])
+            new_g = {"params": optax.apply_updates(g["params"], updates), "batch_stats": new_gen_bs,
+                     "opt_state": new_opt}
+            return (new_g, new_tbs), loss.astype(jnp.float32)
 
         def no_update(operand):
             return operand, jnp.zeros((), jnp.float32)
 
         due = self._generator_due(state.step)
-        (gen_params, gen_bs, gen_opt_state, bs), gen_loss = jax.lax.cond(
-            due, gen_update, no_update,
-            (state.gen_params, state.gen_batch_stats, state.gen_opt_state, bs))
+        (sdi, bs), gen_loss = jax.lax.cond(due, gen_update, no_update, (sdi, bs))
 
-        # the target's step with the (possibly updated) generator in eval mode
-        delta, bs_attack, _ = self.perturbation(
-            model, state.params, bs, generator, {"params": gen_params, "batch_stats": gen_bs},
-            x, y, s, gen_train=False)
-        delta = jax.lax.stop_gradient(delta)
-        x_adv = self._clip(x, x + delta)
+        # the target's step with the (possibly just updated) generator in eval mode
+        delta, bs_attack, _ = self.perturbation(state, sdi, x, y, s, gen_train=False, batch_stats=bs)
+        x_adv = jax.lax.stop_gradient(self._clip(x + delta))
         bs_in = bs_attack if ref else bs
 
         def target_loss(params):
-            logits, new_bs = _forward(model, params, bs_in, x_adv)
+            logits, new_bs = apply_model(state, params, x_adv, train=True, batch_stats=bs_in)
             return self._loss(logits, y, smoothing).mean(), (logits, new_bs)
 
         (loss, (logits, new_bs)), grads = jax.value_and_grad(target_loss, has_aux=True)(state.params)
-        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        new_state = state.apply_gradients(grads, batch_stats=new_bs,
+                                          extra={**dict(state.extra), EXTRA_KEY: sdi})
 
         clean_ok = jnp.argmax(clean_logits, -1) == y
         adv_ok = jnp.argmax(logits, -1) == y
@@ -356,14 +310,36 @@ class FGSMSDI:
         asr = jnp.where(n_ok > 0, (clean_ok & ~adv_ok).sum() / jnp.maximum(n_ok, 1), 0.0)
         metrics = {
             "loss": loss,
-            "accuracy": adv_ok.mean(),
-            "clean_accuracy": clean_ok.mean(),
+            "acc": adv_ok.mean(),
+            "clean_acc": clean_ok.mean(),
             "attack_success_rate": asr,
             "gen_loss": gen_loss,
             "gen_updated": due.astype(jnp.float32),
             "delta_linf": jnp.max(jnp.abs(delta)),
         }
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_bs,
-                                  opt_state=opt_state, gen_params=gen_params,
-                                  gen_batch_stats=gen_bs, gen_opt_state=gen_opt_state)
         return new_state, metrics
+
+
+def init_sdi_state(model, tx: optax.GradientTransformation, key: jax.Array, input_shape,
+                   method: FGSMSDI | None = None) -> TrainState:
+    """A TrainState for ``model`` (``advjax.train.create_train_state``) with the generator added."""
+    input_shape = tuple(int(d) for d in input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"init_sdi_state: input_shape must be (H, W, C), got {input_shape}")
+    method = FGSMSDI() if method is None else method
+    k_init, k_run = jax.random.split(key)
+    variables = model.init(k_init, jnp.zeros((1,) + input_shape, jnp.float32), train=False)
+    state = create_train_state(model, tx, k_run, input_shape=input_shape, variables=variables)
+    return method.init_state(state, (jnp.zeros((1,) + input_shape), jnp.zeros((1,), jnp.int32)))
+
+
+def _register():
+    try:
+        from advjax.methods.base import register_method
+    except ImportError:  # the engine is optional for this module
+        return
+    register_method("fgsm_sdi", FGSMSDI)
+    register_method("sdi", FGSMSDI)
+
+
+_register()

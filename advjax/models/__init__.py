@@ -146,7 +146,8 @@ def _example_input(model: nn.Module, batch_size: int):
 
 def init_variables(model: nn.Module, key: jax.Array, batch_size: int = 1):
     """Initialize ``{"params": ..., maybe "batch_stats": ...}`` for ``model`` (eval-mode trace)."""
-    variables = model.init(key, _example_input(model, batch_size), train=False)
+    x = _example_input(model, batch_size)
+    variables = jax.jit(lambda k: model.init(k, x, train=False))(key)
     return dict(variables)
 
 

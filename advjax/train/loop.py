@@ -89,22 +89,22 @@ def prepare_run_dir(config: TrainConfig) -> pathlib.Path:
     return run_dir
 
 
-def _pgd_attack(eps, steps, alpha):
+def _pgd_attack(eps, steps, alpha, domain=(0.0, 1.0)):
     try:
         from advjax.attacks import PGD  # the attacks engineer's contract attack
-        atk = PGD(eps=eps, steps=steps, step_size=alpha, random_start=True)
+        atk = PGD(eps=eps, steps=steps, step_size=alpha, random_start=True, domain=domain)
         return atk.run
     except (ImportError, TypeError):
         from advjax.methods import _inner
 
         def run(apply_fn, variables, x, y, key):
-            return _inner.pgd_linf(apply_fn, variables, x, y, key, eps=eps, alpha=alpha, steps=steps)
+            return _inner.pgd_linf(apply_fn, variables, x, y, key, eps=eps, alpha=alpha, steps=steps, domain=domain)
         return run
 
 
-def make_eval_fn(model, mesh, eps, steps, alpha):
+def make_eval_fn(model, mesh, eps, steps, alpha, domain=(0.0, 1.0)):
     """Jitted ``(variables, x, y, mask, key) -> (clean correct count, PGD correct count)``."""
-    attack = _pgd_attack(eps, steps, alpha)
+    attack = _pgd_attack(eps, steps, alpha, domain)
     apply_fn = lambda v, x: model.apply(v, x, train=False)
 
     def fn(variables, x, y, mask, key):
@@ -256,7 +256,11 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
                       donate_argnums=(0, 1))
     eval_eps = config.resolved_eval_eps(method)
     eval_alpha = config.eval_alpha if config.eval_alpha is not None else eval_eps / 4
-    eval_fn = make_eval_fn(model, mesh, eval_eps, config.eval_steps, eval_alpha)
+    domain = getattr(train_data, "domain", "auto")
+    if domain == "auto":  # (x, y) arrays: images if uint8 or already in [0, 1]
+        domain = (0.0, 1.0) if x_tr.dtype == np.uint8 or (x_tr.min() >= 0 and x_tr.max() <= 1) else None
+    eval_fn = make_eval_fn(model, mesh, eval_eps, config.eval_steps, eval_alpha,
+                           None if domain is None else tuple(float(v) for v in domain))
     hold = _epoch_order(n, config.seed, 2**31 - 1)[: config.eval_size]  # fixed monitoring subset of train
     x_hold, y_hold = x_tr[hold], y_tr[hold]
     x_test, y_test = x_te[: config.eval_size], y_te[: config.eval_size]
