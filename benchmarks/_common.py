@@ -48,8 +48,9 @@ def add_common_args(parser) -> None:
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed runs of each variant after compilation (default 1)")
     parser.add_argument("--threads", type=int, default=2,
-                        help="CPU threads for BOTH frameworks (torch.set_num_threads and the XLA:CPU pool "
-                             "via taskset-free env settings); default 2 = the cores of these machines")
+                        help="CPU threads of the PyTorch peer (torch.set_num_threads; OMP/MKL pools). XLA:CPU "
+                             "always uses one thread per visible core, so keep this equal to the core count "
+                             "(default 2 = the cores of these machines) for a like-for-like comparison")
     parser.add_argument("--xla-flags", default=DEFAULT_XLA_FLAGS,
                         help=f"XLA_FLAGS for this run (default {DEFAULT_XLA_FLAGS!r}: YNNPACK fusion off, "
                              "DESIGN.md lever 2); pass '' for XLA's defaults. Appended to any XLA_FLAGS "
@@ -100,19 +101,25 @@ def block(x):
 
 
 def interleave(variants: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1,
-               verbose: bool = True) -> dict[str, list[float]]:
+               verbose: bool = True, before_round: Callable[[int], None] | None = None) -> dict[str, list[float]]:
     """Time each zero-argument callable ``repeats`` times, in interleaved rounds.
 
     Each callable must do the whole unit of work and wait for it (call :func:`block` on jax
     results). Round r runs the variants in the order rotated by r, so a slow period of the shared
-    machine does not systematically fall on one variant. Returns name -> list of seconds.
+    machine does not systematically fall on one variant. ``before_round(r)`` (if given) runs
+    before round r, untimed (r = -1 before the warm-up), e.g. to select that round's batch.
+    Returns name -> list of seconds.
     """
     names = list(variants)
+    if before_round is not None and warmup:
+        before_round(-1)
     for _ in range(warmup):
         for n in names:
-            variants[n]()
+            block(variants[n]())
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
+        if before_round is not None:
+            before_round(r)
         order = names[r % len(names):] + names[: r % len(names)]
         for n in order:
             t0 = time.perf_counter()

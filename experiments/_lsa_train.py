@@ -143,6 +143,15 @@ class TrainConfig:
     pgd_steps: int = 10
     trades_beta: float = 6.0
     domain: tuple[float, float] | None = None
+    optimizer: str = "adam"     # "adam" or "sgd" (momentum 0.9, weight decay 5e-4)
+
+
+def make_optimizer(cfg: TrainConfig):
+    if cfg.optimizer == "adam":
+        return optax.adam(cfg.lr)
+    if cfg.optimizer == "sgd":
+        return optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(cfg.lr, momentum=0.9))
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use 'adam' or 'sgd'")
 
 
 def _perturb(base: str, logits_fn, x, y, key, cfg: TrainConfig):
@@ -239,7 +248,7 @@ def train_variants(base: str, init_fn, features_fn, x_train, y_train, gammas, la
     gammas = jnp.asarray(gammas, jnp.float32)
     if gammas.ndim != 2 or (layers and gammas.shape[1] != len(layers)):
         raise ValueError(f"gammas must be [V, {len(layers)}], got {gammas.shape}")
-    tx = optax.adam(cfg.lr)
+    tx = make_optimizer(cfg)
     k_init, k_train = jax.random.split(key)
     use_engine = model is not None and engine_available()
 

@@ -100,7 +100,9 @@ def test_settings_are_validated():
     plain = TrainState(step=jnp.zeros((), jnp.int32), params={}, batch_stats={}, opt_state=(),
                        key=jax.random.PRNGKey(0), model=TinyCNN(), tx=_TX)
     with pytest.raises(ValueError, match="init_state"):
-        FGSMSDI().step(plain, _batch(), jax.random.PRNGKey(0))
+        jax.eval_shape(FGSMSDI().step, plain, _batch(), jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="does not match"):  # a paper-arch generator, reference method
+        jax.eval_shape(M(mode="reference").step, _state(), _batch(), jax.random.PRNGKey(0))
 
 
 def test_registered_with_the_engine():
@@ -119,7 +121,7 @@ def test_smoothed_targets_match_released_code():
 @pytest.mark.parametrize("mode,kw", [("paper", {}), ("reference", {"steps_per_epoch": 5})])
 def test_one_compiled_step_updates_generator_every_k_and_target_always(mode, kw):
     k = 3
-    method = M(k=k, mode=mode, **kw)
+    method = M(k=k, mode=mode, generator_arch="paper", **kw)
     state = _state()
     step = _jitted_step(method)
     x, y = _batch()
@@ -161,7 +163,7 @@ def test_generator_update_raises_target_loss_on_fixed_batch():
     x, y = _batch()
     obj = jax.jit(_gen_objective(method, state, x, y))  # the target held at its initial params
     theta0 = _gen(state)["params"]
-    grads = jax.grad(obj)(theta0)
+    grads = jax.jit(jax.grad(obj))(theta0)
     assert float(optax.tree.norm(grads)) > 0  # gradients reach theta through delta_g
     # one step: the generator ascends (before the target moves), Adam lr 1e-3
     new, metrics = _jitted_step(method)(state, (x, y), jax.random.PRNGKey(0))

@@ -122,16 +122,24 @@ def default_perturbations(eps: float, domain=(0.0, 1.0), noise_std: float | None
     pepper hit a fraction ``noise_amount`` of the entries.
 
     Uses ``advjax.attacks`` for FGSM / PGD when it is importable, else the private versions here."""
-    try:  # the library's attacks, when they exist
+    std = eps if noise_std is None else noise_std
+    kinds = ("gaussian", "salt", "pepper", "speckle")
+    adv = None
+    try:  # the library's attacks (advjax.attacks), when they exist
         from advjax.attacks import get_attack  # type: ignore
 
         adv = {"FGSM": get_attack("fgsm", eps=eps, domain=domain),
                "PGD": get_attack("pgd", eps=eps, domain=domain)}
-    except (ImportError, AttributeError, TypeError, ValueError):
+        if domain is not None:  # the library's salt / pepper need a bounded domain
+            stat = {k.capitalize(): get_attack(k, eps=std if k in ("gaussian", "speckle") else noise_amount,
+                                               domain=domain) for k in kinds}
+            return {**adv, **stat}
+    except (ImportError, AttributeError, TypeError):
+        adv = None
+    if adv is None:
         adv = {"FGSM": fgsm(eps, domain), "PGD": LinfPGD(eps=eps, steps=10, domain=domain)}
-    std = eps if noise_std is None else noise_std
     stat = {k.capitalize(): StatisticalNoise(k, std if k in ("gaussian", "speckle") else noise_amount, domain)
-            for k in ("gaussian", "salt", "pepper", "speckle")}
+            for k in kinds}
     return {**adv, **stat}
 
 

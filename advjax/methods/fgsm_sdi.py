@@ -220,6 +220,7 @@ class FGSMSDI:
         Returns (delta, target batch_stats after the x + eta_g forward, generator batch_stats).
         In paper mode ``x + delta`` lies in the domain."""
         gen = self.generator(x.shape[-1])
+        gen_vars = {"params": gen_vars["params"], "batch_stats": gen_vars.get("batch_stats", {})}
         if gen_train:
             g, upd = gen.apply(gen_vars, x, s, train=True, mutable=["batch_stats"])
             gen_bs = upd["batch_stats"]
@@ -237,6 +238,19 @@ class FGSMSDI:
         delta = jnp.clip(eta + fgsm, -self.eps, self.eps)                   # eq. 26
         delta = self._clip(x + delta) - x
         return delta, bs, gen_bs
+
+    def _check_generator(self, gen_params, x):
+        """Trace-time check that the state's generator matches this method's architecture."""
+        gen = self.generator(x.shape[-1])
+        d = jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), jnp.float32)
+        want = jax.eval_shape(lambda a: gen.init(jax.random.PRNGKey(0), a, a), d)["params"]
+        if jax.tree_util.tree_structure(want) != jax.tree_util.tree_structure(gen_params) or any(
+                a.shape != b.shape for a, b in zip(jax.tree_util.tree_leaves(want),
+                                                   jax.tree_util.tree_leaves(gen_params))):
+            raise ValueError(
+                f"FGSMSDI.step: the generator in state.extra[{EXTRA_KEY!r}] does not match this method's "
+                f"generator (arch={self.generator_arch or self.mode!r}, features={self.generator_features}); "
+                f"initialize the state with this method's init_state")
 
     # -- the step ---------------------------------------------------------------------------
     def _generator_due(self, step):
@@ -260,6 +274,7 @@ class FGSMSDI:
         x, y = batch
         chex.assert_rank(x, 4)
         chex.assert_rank(y, 1)
+        self._check_generator(state.extra[EXTRA_KEY]["params"], x)
         ref = self.mode == "reference"
         smoothing = self.smoothing
         gen_tx = self.gen_tx

@@ -1,0 +1,116 @@
+"""Time per epoch of FGSM-SDI, FGSM-RS and PGD-10-AT on ResNet-18 at 32x32, in one run (issue 6).
+
+Jia et al. (IEEE TIP 2022) report FGSM-SDI at about 1.6x the time of FGSM-RS and about 3x faster
+than PGD-10-AT; the targets here are SDI / FGSM-RS <= 1.6 and PGD-10-AT / SDI >= 3.
+
+Each method's compiled step (``jax.jit(method.step)``, the same one a training run uses) runs on
+the same real CIFAR-10 batch (../shared/data, JPEG copy of the test set) with the same initial
+ResNet-18 weights, interleaved in rounds (benchmarks/_common.interleave) so that load from other
+processes hits all alike. FGSM-SDI's step has two kinds: with the generator update (1 in k steps,
+``state.step % k == 0``) and without; both are timed (by setting the step counter) and combined as
+``((k - 1) * t_plain + t_gen) / k``. Time per epoch = time per step x ceil(50000 / batch_size)
+(CIFAR-10's training set; extrapolated from the per-step medians, not a full epoch).
+
+    python benchmarks/bench_sdi.py --quick          # smoke test, meaningless figures
+    python benchmarks/bench_sdi.py --batch 64 --repeats 5 --out /tmp/bench_sdi.json
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import _common  # noqa: E402
+
+TRAIN_SIZE = 50_000
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="bench_sdi", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="resnet18", help="advjax model name (default resnet18)")
+    p.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--k", type=int, default=20, help="FGSM-SDI generator period (default 20)")
+    p.add_argument("--sdi-mode", default="paper", choices=("paper", "reference"))
+    _common.add_common_args(p)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    _common.configure(args.threads, args.xla_flags)
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from advjax.methods.base import get_method
+    from advjax.methods.fgsm_sdi import FGSMSDI
+    from advjax.models import get_model
+    from advjax.train.state import create_train_state
+
+    batch = 8 if args.quick else args.batch
+    repeats = 1 if args.quick else (args.repeats or 3)
+    model_name = "preact_resnet18" if args.quick and args.model == "resnet18" else args.model
+    x_all, y_all = _common.load_cifar10()
+    x, y = jnp.asarray(x_all[:batch]), jnp.asarray(y_all[:batch])
+    model = get_model(model_name, num_classes=10)
+    tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.01, momentum=0.9))
+    state0 = create_train_state(model, tx, jax.random.PRNGKey(args.seed), input_shape=(32, 32, 3))
+
+    eps = 8 / 255
+    methods = {
+        "fgsm_rs": get_method("fgsm_rs", eps=eps),  # alpha = 1.25 eps (Wong et al.)
+        "pgd10_at": get_method("pgd_at", eps=eps, alpha=2 / 255, steps=10),
+    }
+    sdi = FGSMSDI(eps=eps, alpha=eps, k=args.k, mode=args.sdi_mode)
+    sdi_state = sdi.init_state(state0, (x, y))
+    steps = {name: jax.jit(m.step) for name, m in methods.items()}
+    sdi_step = jax.jit(sdi.step)
+    key = jax.random.PRNGKey(args.seed + 1)
+    st_plain = sdi_state.replace(step=jnp.asarray(1, jnp.int32))  # not a multiple of k
+    st_gen = sdi_state.replace(step=jnp.asarray(0, jnp.int32))    # generator update
+
+    variants = {
+        "fgsm_rs": lambda: steps["fgsm_rs"](state0, (x, y), key),
+        "pgd10_at": lambda: steps["pgd10_at"](state0, (x, y), key),
+        "sdi_plain": lambda: sdi_step(st_plain, (x, y), key),
+        "sdi_gen": lambda: sdi_step(st_gen, (x, y), key),
+    }
+    info = _common.machine_info(args.threads)
+    print(f"[bench_sdi] {model_name}, batch {batch}, k={args.k}, load {info['load_average_start']}", flush=True)
+    compile_s = {}
+    for name, fn in variants.items():
+        t, _ = _common.timed_call(fn)  # first call: trace + compile + one run
+        compile_s[name] = t
+        print(f"  first call (compile) {name}: {t:.1f}s", flush=True)
+    times = _common.interleave(variants, repeats=repeats, warmup=args.warmup)
+    med = {n: statistics.median(v) for n, v in times.items()}
+    k = args.k
+    med["fgsm_sdi"] = ((k - 1) * med["sdi_plain"] + med["sdi_gen"]) / k
+    spe = math.ceil(TRAIN_SIZE / batch)
+    rows = [{"method": n, "s/step": f"{med[n]:.3f}", "img/s": f"{batch / med[n]:.1f}",
+             "s/epoch (extrap.)": f"{med[n] * spe:.0f}"}
+            for n in ("fgsm_rs", "fgsm_sdi", "sdi_plain", "sdi_gen", "pgd10_at")]
+    _common.print_table(rows, ["method", "s/step", "img/s", "s/epoch (extrap.)"],
+                        title=f"{model_name} 32x32, batch {batch}, {repeats} rounds (medians)")
+    ratios = {"sdi_over_fgsm_rs": med["fgsm_sdi"] / med["fgsm_rs"],
+              "pgd10_over_sdi": med["pgd10_at"] / med["fgsm_sdi"]}
+    print(f"SDI / FGSM-RS = {ratios['sdi_over_fgsm_rs']:.2f} (paper ~1.6, target <= 1.6); "
+          f"PGD-10-AT / SDI = {ratios['pgd10_over_sdi']:.2f} (paper ~3, target >= 3)")
+    info["load_average_end"] = _common.load_average()
+    _common.write_json(args.out, {"machine": info, "model": model_name, "batch": batch, "k": k,
+                                  "repeats": repeats, "seconds": times, "median_s_per_step": med,
+                                  "compile_s": compile_s, "steps_per_epoch": spe, "ratios": ratios,
+                                  "quick": bool(args.quick)})
+    del np
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Shared body of the image tables of the LSA paper (Table 3: MNIST, Table 4: CIFAR-10):
+a base adversarial training method vs its AT-LR variant, trained side by side (one compile, vmap
+over the gamma vector), evaluated under L-inf PGD over an eps list (R&G score), then LSA of both
+models (MVL list, per-layer CM curves for FGSM / PGD / statistical perturbations)."""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from advjax.analysis import lsa as lsa_analysis
+from advjax.analysis import plots
+from advjax.losses.lsa import at_lr_name
+from experiments import _lsa_train as T
+from experiments.base import ExperimentResult, accuracy_table
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageTableConfig:
+    model: str                       # registry name, e.g. "model_b", "vgg19"
+    dataset: str                     # advjax.data name
+    train_split: str
+    test_split: str
+    base: str = "apgd"               # _lsa_train base method
+    lr_layer: int = 0                # the AT-LR layer (L0 for Table 3, L1 for Table 4)
+    gamma: float = 1.0
+    train_eps: float = 0.3
+    eval_eps: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
+    epochs: int = 1
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    steps: int = 10                  # attack steps in training
+    eval_steps: int = 10             # PGD steps in evaluation
+    n_eval: int = 500                # test samples evaluated
+    lsa_samples: int = 200
+    eta: float = 0.5
+    shuffle_seed: int | None = None  # for class-sorted files (the shared CIFAR-10 npz)
+    plots: bool = True
+
+
+def _load(cfg: ImageTableConfig):
+    from advjax.data import load
+
+    kw = {} if cfg.shuffle_seed is None else {"shuffle_seed": cfg.shuffle_seed}
+    dirs = [SHARED_DATA] if SHARED_DATA.is_dir() else None
+    tr = load(cfg.dataset, cfg.train_split, data_dir=dirs, **kw)
+    te = load(cfg.dataset, cfg.test_split, data_dir=dirs, **kw)
+
+    def f(x):
+        x = np.asarray(x)
+        return (x.astype(np.float32) / 255.0) if x.dtype == np.uint8 else x.astype(np.float32)
+
+    return f(tr.x), np.asarray(tr.y, np.int32), f(te.x), np.asarray(te.y, np.int32), tr, te
+
+
+def run_image_table(cfg: ImageTableConfig, out_dir, seed: int, title: str, notes: list[str],
+                    paper: dict | None = None) -> ExperimentResult:
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    x, y, xt, yt, tr, te = _load(cfg)
+    xt, yt = xt[: cfg.n_eval], yt[: cfg.n_eval]
+    init_fn, features_fn, model_src, model = T.model_fns(cfg.model, tr.num_classes, tuple(x.shape[1:]))
+    domain = getattr(tr, "domain", (0.0, 1.0))
+    tcfg = T.TrainConfig(eps=cfg.train_eps, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                         pgd_steps=cfg.steps, domain=domain, optimizer=cfg.optimizer)
+    base_name = T.PAPER_NAMES[cfg.base]
+    names = [base_name, at_lr_name(base_name, cfg.lr_layer)]
+    gam = np.array([[0.0], [cfg.gamma]], np.float32)
+    stacked, losses = T.train_variants(cfg.base, init_fn, features_fn, x, y, gam, (cfg.lr_layer,), tcfg,
+                                       jax.random.PRNGKey(seed), model=model)
+    jax.block_until_ready(stacked)
+    t_train = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    acc = T.evaluate_variants(stacked, features_fn, xt, yt, cfg.eval_eps, jax.random.PRNGKey(seed + 1), "pgd",
+                              cfg.eval_steps, domain=domain)
+    t_eval = time.perf_counter() - t1
+    table = {n: acc[i].tolist() for i, n in enumerate(names)}
+    rg = {n: float(sum(v)) for n, v in table.items()}
+
+    t2 = time.perf_counter()
+    variables = {n: T.unstack(stacked, i) for i, n in enumerate(names)}
+    lk = jax.random.PRNGKey(seed + 2)
+    probe_eps = cfg.train_eps
+    mvl_rows, mvls, panels, layer_names = [], {}, {}, None
+    m_samples = min(cfg.lsa_samples, len(xt))
+    for n in names:
+        m, _ = lsa_analysis.algorithm2(features_fn, variables[n], xt, yt, lsa_analysis.fgsm(probe_eps, domain), lk,
+                                       num_samples=m_samples, eta=cfg.eta)
+        mvls[n] = list(m.layers)
+        layer_names = m.all_names
+        mvl_rows.append(f"| {n} | " + " | ".join(f"{c:.3f}" for c in m.cm) +
+                        f" | {', '.join(f'L{i}' for i in m.layers) or '(empty)'} |")
+    plot_files = []
+    if cfg.plots:
+        perts = lsa_analysis.default_perturbations(probe_eps, domain=domain)
+        xs, ys = xt[: min(64, len(xt))], yt[: min(64, len(yt))]
+        for n in names:
+            _, c = lsa_analysis.perturbation_cms(features_fn, variables[n], xs, ys, lk, perts)
+            panels[n] = {k: v.tolist() for k, v in c.items()}
+        plots.plot_lsa_before_after(out_dir / "lsa_cm_per_layer.png", layer_names, panels, mvls)
+        plot_files.append("lsa_cm_per_layer.png")
+    t_lsa = time.perf_counter() - t2
+
+    d = rg[names[1]] - rg[names[0]]
+    md = [f"## {title}: accuracy (%) under L-inf PGD-{cfg.eval_steps} and R&G score", "",
+          accuracy_table(table, cfg.eval_eps, paper or None), "",
+          f"Claim (LR variant beats its base on R&G): {names[1]} {rg[names[1]]:.1f} vs {names[0]} "
+          f"{rg[names[0]]:.1f} ({d:+.1f}) -> **{'holds' if d > 0 else 'does not hold'}** in this run.", ""]
+    if not paper:
+        md += ["**Paper values:** not shown (not available here; left out rather than guessed).", ""]
+    md += [f"## LSA: FGSM eps={probe_eps:g}, M={m_samples}, eta={cfg.eta:g}", "",
+           "| model | " + " | ".join(f"L{i}" for i in range(len(layer_names))) + " | MVL |",
+           "|---|" + "---|" * (len(layer_names) + 1), *mvl_rows, "",
+           f"Layers: {', '.join(f'L{i}={n}' for i, n in enumerate(layer_names))}", "",
+           "## Setup", "",
+           f"- data: train `{cfg.dataset}` split `{cfg.train_split}` ({len(x)} images, {tr.source}); "
+           f"evaluate on split `{cfg.test_split}` (first {len(xt)} images)",
+           *[f"- {n}" for n in notes],
+           f"- model: {cfg.model} ({model_src}); methods: advjax.methods + at_lr",
+           f"- training: {cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, {cfg.epochs} epoch(s), "
+           f"{base_name} eps {cfg.train_eps:.4g} with {cfg.steps} steps; AT-LR gamma {cfg.gamma:g} on L{cfg.lr_layer}",
+           f"- time: training {t_train:.1f} s, evaluation {t_eval:.1f} s, LSA + plots {t_lsa:.1f} s"]
+    config = dict(dataclasses.asdict(cfg), rows=names)
+    metrics = {"accuracy_pgd": table, "rg_pgd": rg, "mvl": mvls, "cm_curves": panels,
+               "training_loss": {n: np.asarray(losses[i]).tolist() for i, n in enumerate(names)},
+               "times_s": {"train": t_train, "eval": t_eval, "lsa": t_lsa}}
+    return ExperimentResult(markdown="\n".join(md), config=config, metrics=metrics, plots=plot_files)

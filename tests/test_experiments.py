@@ -1,0 +1,97 @@
+"""The reproduction runner (``advjax reproduce``) and the quick Moon experiment (LSA paper, Table 2)."""
+import argparse
+import dataclasses
+import json
+import sys
+import textwrap
+
+import pytest
+
+from experiments import base, runner
+
+
+def test_discovers_the_lsa_experiments():
+    exps = runner.discover()
+    assert {"lsa-moons", "lsa-mnist", "lsa-cifar10"} <= set(exps)
+    for e in exps.values():
+        assert isinstance(e, base.Experiment) and e.description and callable(e.run)
+        assert set(e.expected_runtime) & {"cpu", "quick", "paper"}
+    text = runner.list_text()
+    assert "lsa-moons" in text and "expected" in text
+
+
+def test_a_new_experiment_file_is_found_and_run(tmp_path, monkeypatch):
+    pkg = tmp_path / "extra"
+    pkg.mkdir()
+    (pkg / "zz_dummy_table.py").write_text(textwrap.dedent('''
+        from experiments.base import Experiment, ExperimentResult
+
+        def run(scale, quick, out_dir, seed):
+            return ExperimentResult(markdown="| a | b |\\n|---|---|\\n| 1 | 2 |", config={"scale": scale},
+                                    metrics={"seed": seed, "quick": quick})
+
+        EXPERIMENT = Experiment(name="zz-dummy", description="a test table", paper="none",
+                                expected_runtime={"cpu": "1 s"}, paper_values={}, run=run)
+    '''))
+    import experiments
+
+    monkeypatch.setattr(experiments, "__path__", list(experiments.__path__) + [str(pkg)])
+    try:
+        assert "zz-dummy" in runner.discover()
+        out_dir, result, wall = runner.run_experiment("zz-dummy", quick=True, out=tmp_path / "results", seed=7)
+        rec = json.loads((out_dir / "results.json").read_text())
+        assert rec["seed"] == 7 and rec["quick"] is True and rec["metrics"]["seed"] == 7
+        assert rec["versions"]["jax"] and rec["wall_time_s"] >= 0
+        assert "| 1 | 2 |" in (out_dir / "results.md").read_text()
+    finally:
+        sys.modules.pop("experiments.zz_dummy_table", None)
+
+
+def test_unknown_experiment_and_scale():
+    with pytest.raises(ValueError, match="unknown experiment"):
+        runner.get_experiment("no-such-table")
+    with pytest.raises(ValueError, match="scale"):
+        runner.run_experiment("lsa-moons", scale="huge")
+
+
+def test_cli_list(capsys):
+    from experiments import command
+
+    p = argparse.ArgumentParser()
+    command.configure_parser(p)
+    assert command.run(p.parse_args(["--list"])) == 0
+    assert "lsa-moons" in capsys.readouterr().out
+
+
+def test_accuracy_table_format():
+    t = base.accuracy_table({"A": [90.0, 50.0]}, (0.0, 0.1), {"A": [91.0, 40.0]})
+    assert "90.00 (91.00)" in t and "140.00 (131.00)" in t and "eps=0.1" in t and "R&G" in t
+    with pytest.raises(ValueError, match="values"):
+        base.accuracy_table({"A": [1.0]}, (0.0, 0.1))
+
+
+def test_quick_moon_experiment_produces_complete_table(tmp_path, monkeypatch):
+    from experiments import lsa_moons
+
+    tiny = dataclasses.replace(lsa_moons.QUICK, epochs=1, n_samples=420, pgd_steps=2, eval_steps=2,
+                               lsa_samples=64, adv_points=16, plots=False)
+    monkeypatch.setattr(lsa_moons, "QUICK", tiny)
+    out_dir, result, wall = runner.run_experiment("lsa-moons", quick=True, out=tmp_path, seed=0)
+    rows = lsa_moons.row_names()
+    assert len(rows) == 16 and rows[0] == "Normal" and "AT-PGD-LR-L2" in rows and "FAST-LR-L0" in rows
+    md = (out_dir / "results.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| method"))
+    assert header.count("eps=") == 6 and "R&G" in header
+    table_lines = [line for line in md.splitlines() if line.startswith("| ")]
+    for r in rows:
+        line = next(l for l in table_lines if l.startswith(f"| {r} |"))
+        assert len(line.strip("|").split("|")) == 1 + 6 + 1  # name, 6 eps, R&G
+    rec = json.loads((out_dir / "results.json").read_text())
+    acc = rec["metrics"]["accuracy_pgd"]
+    assert list(acc) == rows and all(len(v) == 6 for v in acc.values())
+    for r in rows:
+        assert all(0.0 <= a <= 100.0 for a in acc[r])
+        assert rec["metrics"]["rg_pgd"][r] == pytest.approx(sum(acc[r]))
+    # eps = 0 is clean accuracy: both attacks agree there
+    assert all(rec["metrics"]["accuracy_fgsm"][r][0] == pytest.approx(acc[r][0]) for r in rows)
+    assert rec["config"]["epochs"] == 1 and rec["seed"] == 0 and "jax" in rec["versions"]
