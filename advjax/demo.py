@@ -26,7 +26,7 @@ def train(method_name: str, train_ds, *, epochs: int, batch_size: int, seed: int
     import jax
 
     from advjax import data, models
-    from advjax.methods import get_method
+    from advjax.methods.base import get_method
     from advjax.train.optim import OptimizerConfig, make_optimizer
     from advjax.train.state import create_train_state
 
