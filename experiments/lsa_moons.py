@@ -173,9 +173,12 @@ def run_config(cfg: MoonConfig, out_dir, seed: int = 0) -> ExperimentResult:
         plot_files.append("lsa_cm_per_layer.png")
 
         # Fig. 7: a test sample of class 0, its FGSM point and 1000 random-start PGD points per model.
-        pred_normal = np.asarray(jnp.argmax(features_fn(variables["Normal"], jnp.asarray(xt))[0], -1))
-        ok = np.where((pred_normal == yt) & (yt == 0))[0]
-        si = int(ok[0]) if len(ok) else 0
+        # The sample: the correctly classified class-0 test point closest to the normal model's
+        # boundary (highest loss among the correct ones), so that the attacks have something to do.
+        logits_n = np.asarray(features_fn(variables["Normal"], jnp.asarray(xt))[0])
+        margin = logits_n[:, 0] - logits_n[:, 1]
+        ok = np.where((margin > 0) & (yt == 0))[0]
+        si = int(ok[np.argmin(margin[ok])]) if len(ok) else 0
         sample, label = np.asarray(xt[si]), int(yt[si])
         rep = jnp.repeat(jnp.asarray(sample)[None], cfg.adv_points, 0)
         lab = jnp.full((cfg.adv_points,), label, jnp.int32)

@@ -78,7 +78,7 @@ def test_quick_moon_experiment_produces_complete_table(tmp_path, monkeypatch):
     monkeypatch.setattr(lsa_moons, "QUICK", tiny)
     out_dir, result, wall = runner.run_experiment("lsa-moons", quick=True, out=tmp_path, seed=0)
     rows = lsa_moons.row_names()
-    assert len(rows) == 16 and rows[0] == "Normal" and "AT-PGD-LR-L2" in rows and "FAST-LR-L0" in rows
+    assert len(rows) == 17 and rows[0] == "Normal" and "AT-PGD-LR-L2" in rows and "FAST-LR-L0" in rows
     md = (out_dir / "results.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| method"))
     assert header.count("eps=") == 6 and "R&G" in header

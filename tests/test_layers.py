@@ -51,7 +51,7 @@ def _call_order(model, variables, x, kind):
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(interceptor):
-        model.apply(variables, x)
+        jax.eval_shape(lambda v, x: model.apply(v, x), variables, x)  # trace only, no compute
     return seen
 
 
@@ -88,9 +88,9 @@ def test_capture_is_in_execution_order_and_keeps_logits(name):
     model = _tiny(name)
     variables = models.init_variables(model, KEY)
     x = _images(model.input_shape, n=2)
-    plain = model.apply(variables, x)
+    plain = jax.jit(model.apply)(variables, x)
     for kind in ("learnable", "activation"):
-        logits, feats = layers.capture(model, variables, x, kind=kind)
+        logits, feats = jax.jit(lambda v, x: layers.capture(model, v, x, kind=kind))(variables, x)
         assert isinstance(feats, collections.OrderedDict)
         assert len(feats) >= 3
         assert list(feats) == _call_order(model, variables, x, kind)
@@ -105,10 +105,21 @@ def test_order_differs_from_naive_nested_dict_flattening():
     """The reason for the call record: in a pre-activation block the shortcut conv runs before
     conv1, but flax's nested intermediates dicts do not store it that way."""
     model = _tiny("preact")
-    variables = models.init_variables(model, KEY)
-    x = _images(model.input_shape)
-    _, feats = layers.capture(model, variables, x)
-    names = list(feats)
+    x = jax.ShapeDtypeStruct((1, *model.input_shape), jnp.float32)
+
+    def naive(x):
+        variables = model.init(KEY, x)
+        _, state = model.apply(variables, x, capture_intermediates=lambda m, n: isinstance(m, nn.Conv),
+                               mutable=["intermediates"])
+        flat = jax.tree_util.tree_flatten_with_path(
+            state["intermediates"], is_leaf=lambda t: isinstance(t, tuple))[0]
+        order.extend("/".join(k.key for k in path[:-1]) for path, _ in flat)
+        return 0
+
+    order = []
+    jax.eval_shape(naive, x)
+    names = layers.names(model)
+    assert sorted(order) == sorted(names) and order != names  # same layers, wrong order
     assert names.index("layer2/block0/shortcut_conv") < names.index("layer2/block0/conv1")
     wrn = layers.names(_tiny("wrn"))  # TRADES WRN: shortcut after conv2
     assert wrn.index("layer2/block0/shortcut_conv") > wrn.index("layer2/block0/conv2")
@@ -117,16 +128,16 @@ def test_order_differs_from_naive_nested_dict_flattening():
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 def test_capture_values_and_order_under_jit(model_b, jit):
     m, v = model_b
-    x = _images((28, 28, 1), n=3)
+    x = _images((28, 28, 1), n=2)
     fn = (lambda v, x: layers.capture(m, v, x))
     if jit:
         fn = jax.jit(fn)
     logits, feats = fn(v, x)
     assert list(feats) == ["Conv_0", "Conv_1", "Conv_2", "Dense_0", "Dense_1"]
-    chex.assert_shape(feats["Conv_0"], (3, 24, 24, 16))
-    chex.assert_shape(feats["Conv_1"], (3, 20, 20, 32))
-    chex.assert_shape(feats["Conv_2"], (3, 6, 6, 64))
-    chex.assert_shape(feats["Dense_0"], (3, 100))
+    chex.assert_shape(feats["Conv_0"], (2, 24, 24, 16))
+    chex.assert_shape(feats["Conv_1"], (2, 20, 20, 32))
+    chex.assert_shape(feats["Conv_2"], (2, 6, 6, 64))
+    chex.assert_shape(feats["Dense_0"], (2, 100))
     np.testing.assert_array_equal(logits, jax.jit(m.apply)(v, x))
     # the first conv's output is exactly that conv applied to the (identity-normalized) input
     conv0 = nn.Conv(16, (5, 5), padding="VALID")
@@ -175,14 +186,16 @@ def test_capture_train_mode_returns_new_batch_stats():
     x = _images(model.input_shape, n=4)
     (logits, feats), new_stats = jax.jit(
         lambda v, x: layers.capture(model, v, x, train=True))(variables, x)
-    ref_logits, ref = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    ref_logits, ref = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
+        variables, x)
     np.testing.assert_allclose(logits, ref_logits, rtol=1e-6, atol=1e-6)
     chex.assert_trees_all_close(new_stats, ref["batch_stats"], rtol=1e-6, atol=1e-7)
     assert not np.allclose(new_stats["bn1"]["mean"], variables["batch_stats"]["bn1"]["mean"])
     assert list(feats) == layers.names(model)
     # a model without batch norm returns an empty batch_stats collection
     mb = models.get_model("model_b")
-    (_, _), stats = layers.capture(mb, models.init_variables(mb, KEY), _images((28, 28, 1)), train=True)
+    (_, _), stats = jax.eval_shape(lambda v, x: layers.capture(mb, v, x, train=True),
+                                   models.init_variables(mb, KEY), _images((28, 28, 1)))
     assert dict(stats) == {}
 
 

@@ -66,11 +66,17 @@ def _run(method, state, steps, mesh=None):
 def test_eight_devices_match_one_device(name, kw):
     method = get_method(name, **kw)
     mesh = make_mesh(8)
-    s1, m1 = _run(method, _state(), 2)
-    s8, m8 = _run(method, _state(), 2, mesh)
+    # Attacks take sign(∇ₓ) of near-zero input gradients (TRADES starts at x + 0.001·N(0, I)), so
+    # after one update a last-bit difference in the parameters (summation order) can flip single
+    # pixels' steps of the next attack; compare adversarial methods after one full step (attack under
+    # sharding, cross-device BN statistics, gradient reduction, update), standard after two.
+    steps = 2 if name == "standard" else 1
+    s1, m1 = _run(method, _state(), steps)
+    s8, m8 = _run(method, _state(), steps, mesh)
     assert s8.params["Dense_0"]["kernel"].sharding.is_fully_replicated
-    chex.assert_trees_all_close(jax.device_get(s8.params), jax.device_get(s1.params), atol=2e-6, rtol=2e-5)
-    chex.assert_trees_all_close(jax.device_get(s8.batch_stats), jax.device_get(s1.batch_stats), atol=2e-6, rtol=2e-5)
+    tol = dict(atol=2e-6, rtol=2e-5)
+    chex.assert_trees_all_close(jax.device_get(s8.params), jax.device_get(s1.params), **tol)
+    chex.assert_trees_all_close(jax.device_get(s8.batch_stats), jax.device_get(s1.batch_stats), **tol)
     np.testing.assert_allclose(float(m8["loss"]), float(m1["loss"]), rtol=1e-5)
     # the training actually moved the parameters (the comparison is not between two no-ops)
     assert float(jnp.abs(s1.params["Dense_0"]["kernel"] - _state().params["Dense_0"]["kernel"]).max()) > 1e-3

@@ -44,12 +44,16 @@ class SDIGenerator(nn.Module):
         takes the channels of ``x``.
       arch: ``"paper"`` or ``"reference"`` (see the module docstring).
       dtype: compute dtype.
+      fast_conv: use ``advjax.models.ops.Conv`` (input gradient as a plain convolution, which keeps
+        XLA:CPU's fast path inside ``lax.cond``/loop bodies, where FGSM-SDI updates the generator);
+        ``False`` gives the stock ``nn.Conv`` (needed for forward-mode autodiff).
     """
 
     features: int = 64
     out_channels: int | None = None
     arch: str = "paper"
     dtype: Any = jnp.float32
+    fast_conv: bool = True
 
     @nn.compact
     def __call__(self, x, s, train: bool = False):
@@ -65,8 +69,12 @@ class SDIGenerator(nn.Module):
         out_c = self.out_channels or x.shape[-1]
         h = jnp.concatenate([x, s], axis=-1).astype(self.dtype)
         f = self.features
+        extra = {}
+        if self.fast_conv:
+            from advjax.models.ops import fast_conv_general_dilated
+            extra["conv_general_dilated"] = fast_conv_general_dilated
         conv = lambda c, bias, name: nn.Conv(c, (3, 3), padding="SAME", use_bias=bias,
-                                             dtype=self.dtype, name=name)
+                                             dtype=self.dtype, name=name, **extra)
         norm = lambda name, affine=True, eps=1e-5: nn.BatchNorm(
             use_running_average=not train, momentum=0.9, epsilon=eps, use_scale=affine,
             use_bias=affine, dtype=self.dtype, name=name)

@@ -1,0 +1,238 @@
+"""sdi-cifar10: FGSM-SDI against the fast-AT baselines on CIFAR-10 (thesis Tables III / VI).
+
+Jia et al., "Boosting Fast Adversarial Training with Learnable Adversarial Initialization",
+IEEE TIP 2022 (thesis "Boosting Adversarial Training in Adversarial Machine Learning", ch. 3).
+Methods: FGSM-SDI, FGSM-RS, FGSM-CKPT, FGSM-GA, Free-AT (m=8), PGD-AT (PGD-10), each trained
+with the lr schedules of the tables (piecewise: 110 epochs, lr 0.1 decayed x0.1 at epochs 100 and
+105; cyclic: 30 epochs, 0 -> 0.1 -> 0 peaking at mid-run as in the released code), SGD momentum
+0.9, weight decay 5e-4, batch 128, random crop + flip, eps = 8/255. Per epoch the engine records
+clean and PGD-10 accuracy on a training subset and on the test set (Fig. 26) and FGSM-SDI's
+training-attack success rate (Fig. 27); the best (by test PGD-10) and last checkpoints are both
+evaluated with clean, PGD-10/20/50, CW-20 (L-inf margin), APGD-CE and AutoAttack.
+
+Scales:
+* ``paper``: ResNet-18, the full CIFAR-10 training set (50k; ``$ADVJAX_CIFAR10_DIR`` or
+  ``--data-dir``, read with ``advjax.data.load("cifar10", ...)``) -- days on this CPU, not run here.
+* ``cpu``: ResNet-20 (0.27M params, the CIFAR ResNet of He et al.) on the only CIFAR-10 images on
+  these machines, the JPEG-q75 copy of the 10k **test** set: images [0, 9000) train, [9000, 10000)
+  evaluate. 6 epochs, cyclic schedule only, AutoAttack left out (its APGD-T/FAB-T/Square
+  ensemble alone would take hours here); robust accuracy on 500 held-out images.
+* ``quick``: a smoke test (1000 training images, 2 epochs, FGSM-SDI and FGSM-RS).
+
+Paper values: the thesis / TIP tables were not available offline here, so ``PAPER_VALUES`` is empty
+rather than quoted from memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import time
+
+from experiments.base import Experiment, ExperimentResult, fmt
+
+EPS = 8 / 255
+DATA_DIR = pathlib.Path(os.environ.get("ADVJAX_SHARED_DATA",
+                                       pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+# the baselines (method registry name, settings), as in the thesis' comparison
+METHODS = {
+    "FGSM-SDI": ("fgsm_sdi", {"eps": EPS, "alpha": EPS, "k": 20}),
+    "FGSM-RS": ("fgsm_rs", {"eps": EPS, "alpha": 10 / 255}),
+    "FGSM-CKPT": ("fgsm_ckpt", {"eps": EPS, "alpha": 10 / 255, "c": 3}),
+    "FGSM-GA": ("fgsm_ga", {"eps": EPS, "lam": 0.5}),
+    "Free-AT (m=8)": ("free_at", {"eps": EPS, "m": 8}),
+    "PGD-AT": ("pgd_at", {"eps": EPS, "alpha": 2 / 255, "steps": 10}),
+}
+EVAL_ATTACKS = ("pgd10", "pgd20", "pgd50", "cw20", "apgd-ce", "aa")
+PAPER_VALUES: dict = {}  # not available offline; never invented
+
+
+@dataclasses.dataclass(frozen=True)
+class SDIScale:
+    model: str
+    epochs: dict                  # schedule -> epochs
+    n_train: int | None           # None: the whole training split
+    n_eval: int                   # test images for the final robust evaluation
+    monitor_size: int             # per-epoch monitor subset (train and test)
+    batch_size: int = 128
+    lr: float = 0.1
+    methods: tuple = tuple(METHODS)
+    attacks: tuple = EVAL_ATTACKS
+    data: str = "cifar10-test-split"  # or "cifar10" (the real training split)
+    free_at_epochs_divided: bool = True  # Free-AT: epochs / m passes (same number of updates)
+
+
+SCALES = {
+    "paper": SDIScale(model="resnet18", epochs={"piecewise": 110, "cyclic": 30}, n_train=None,
+                      n_eval=10_000, monitor_size=1000, data="cifar10"),
+    "cpu": SDIScale(model="resnet20", epochs={"cyclic": 6}, n_train=9000, n_eval=500, monitor_size=500,
+                    attacks=("pgd10", "pgd20", "pgd50", "cw20", "apgd-ce")),
+    "quick": SDIScale(model="resnet20", epochs={"cyclic": 2}, n_train=1000, n_eval=200, monitor_size=200,
+                      methods=("FGSM-SDI", "FGSM-RS"), attacks=("pgd10", "cw20")),
+}
+
+
+# ------------------------------------------------------------------------------------------
+# shared by sdi-k and sdi-overfitting
+# ------------------------------------------------------------------------------------------
+def load_cifar10_split(n_train: int | None, data: str = "cifar10-test-split", data_dir=None):
+    """(x_train, y_train), (x_test, y_test) as uint8 / int32 numpy.
+
+    ``"cifar10-test-split"``: the JPEG-q75 CIFAR-10 test set of ../shared/data, images [0, 9000)
+    for training (the first ``n_train`` of them) and [9000, 10000) held out.
+    ``"cifar10"``: the real train/test splits via ``advjax.data.load`` (``data_dir``)."""
+    import numpy as np
+    from advjax.data import load
+
+    if data == "cifar10":
+        tr = load("cifar10", "train", data_dir=data_dir)
+        te = load("cifar10", "test", data_dir=data_dir)
+        x_tr, y_tr, x_te, y_te = tr.x, tr.y, te.x, te.y
+    else:
+        ds = load("cifar10", "test", data_dir=data_dir or (DATA_DIR / "cifar10"))
+        x, y = np.asarray(ds.x), np.asarray(ds.y).astype(np.int32)
+        x_tr, y_tr, x_te, y_te = x[:9000], y[:9000], x[9000:], y[9000:]
+    if n_train is not None:
+        x_tr, y_tr = x_tr[:n_train], y_tr[:n_train]
+    return (np.asarray(x_tr), np.asarray(y_tr, np.int32)), (np.asarray(x_te), np.asarray(y_te, np.int32))
+
+
+def optimizer_config(schedule: str, epochs: int, lr: float = 0.1):
+    from advjax.train.optim import OptimizerConfig
+
+    if schedule == "piecewise":  # the released code: MultiStepLR at 100/110 and 105/110 of the run
+        return OptimizerConfig(name="momentum", lr=lr, momentum=0.9, weight_decay=5e-4, schedule="piecewise",
+                               milestones=(round(epochs * 100 / 110), round(epochs * 105 / 110)))
+    if schedule == "cyclic":  # CyclicLR 0 -> lr -> 0, up for half the run
+        return OptimizerConfig(name="momentum", lr=lr, momentum=0.9, weight_decay=5e-4, schedule="cyclic",
+                               cycle_peak=0.5)
+    raise ValueError(f"unknown schedule {schedule!r}; use 'piecewise' or 'cyclic'")
+
+
+def train_one(run_dir, method: str, method_kwargs: dict, *, model: str, train, test, epochs: int,
+              schedule: str, batch_size: int = 128, lr: float = 0.1, monitor_size: int = 500,
+              augment: bool = True, seed: int = 0, eval_eps: float = EPS):
+    """One training run with the engine's loop (per-epoch clean + PGD-10 monitor, best/last ckpts)."""
+    from advjax.train.config import TrainConfig
+    from advjax.train.loop import fit
+
+    kw = dict(method_kwargs)
+    if method == "fgsm_sdi" and kw.get("mode") == "reference":
+        kw.setdefault("steps_per_epoch", len(train[0]) // batch_size)
+    cfg = TrainConfig(model=model, dataset="cifar10", method=method, method_kwargs=kw, epochs=epochs,
+                      batch_size=batch_size, optimizer=optimizer_config(schedule, epochs, lr), augment=augment,
+                      seed=seed, eval_size=monitor_size, eval_steps=10, eval_eps=eval_eps,
+                      eval_alpha=2 / 255, run_dir=str(run_dir), num_classes=10, input_shape=(32, 32, 3))
+    return fit(cfg, train_data=train, test_data=test, progress=False)
+
+
+def robust_eval(state, x, y, attacks, *, eps: float = EPS, batch_size: int = 250, seed: int = 0) -> dict:
+    """Accuracy (%) on (x, y): clean and under each named attack (``advjax.attacks.get_attack``)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from advjax.attacks import get_attack
+
+    model = state.model
+    variables = state.variables()
+    apply_fn = lambda v, z: model.apply(v, z, train=False)
+    xf = np.asarray(x, np.float32) / (255.0 if np.asarray(x).dtype == np.uint8 else 1.0)
+    y = np.asarray(y, np.int32)
+
+    def count_fn(attack):
+        run = None if attack is None else getattr(attack, "run", attack)
+
+        @jax.jit
+        def f(v, xb, yb, key):
+            xa = xb if run is None else run(apply_fn, v, xb, yb, key)
+            return jnp.sum(jnp.argmax(apply_fn(v, xa), -1) == yb)
+        return f
+
+    out = {}
+    for name in ("clean",) + tuple(attacks):
+        extra = {"alpha": 2 / 255} if name.startswith(("pgd", "cw")) else {}
+        attack = None if name == "clean" else get_attack(name, eps=eps, **extra)
+        f = count_fn(attack)
+        correct = 0
+        for i, s in enumerate(range(0, len(xf), batch_size)):
+            xb, yb = jnp.asarray(xf[s:s + batch_size]), jnp.asarray(y[s:s + batch_size])
+            correct += int(f(variables, xb, yb, jax.random.PRNGKey(seed * 1000 + i)))
+        out[name] = 100.0 * correct / len(xf)
+    return out
+
+
+def best_state(result):
+    """The best-by-test-PGD-10 checkpoint of a ``fit`` result (the last state if none)."""
+    from advjax.train import checkpoint as ckpt
+
+    restored = ckpt.restore_checkpoint(pathlib.Path(result.run_dir) / "checkpoints" / "best", result.state)
+    return result.state if restored is None else restored[0]
+
+
+def _row_table(rows: dict, cols) -> str:
+    head = ["method"] + list(cols)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, vals in rows.items():
+        lines.append(f"| {name} | " + " | ".join(fmt(vals.get(c)) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------
+def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> ExperimentResult:
+    key = "quick" if quick else scale
+    if key not in SCALES:
+        raise ValueError(f"sdi-cifar10: unknown scale {scale!r}; use one of {sorted(set(SCALES) - {'quick'})}")
+    sc = SCALES[key]
+    out_dir = pathlib.Path(out_dir)
+    data_dir = os.environ.get("ADVJAX_CIFAR10_DIR") if sc.data == "cifar10" else None
+    (x_tr, y_tr), (x_te, y_te) = load_cifar10_split(sc.n_train, sc.data, data_dir)
+    x_ev, y_ev = x_te[:sc.n_eval], y_te[:sc.n_eval]
+    metrics: dict = {"runs": {}}
+    md = [f"Scale `{key}`: model {sc.model}, {len(x_tr)} training images "
+          f"({'CIFAR-10 train' if sc.data == 'cifar10' else 'CIFAR-10 test-set JPEG copy, images [0, 9000)'}), "
+          f"robust accuracy (%) on {len(x_ev)} held-out images, eps = 8/255, PGD/CW step 2/255.", ""]
+    for schedule, epochs in sc.epochs.items():
+        rows_best, rows_last = {}, {}
+        for label in sc.methods:
+            name, kw = METHODS[label]
+            ep = epochs
+            if name == "free_at" and sc.free_at_epochs_divided:
+                ep = max(1, math.ceil(epochs / kw["m"]))
+            t0 = time.time()
+            res = train_one(out_dir / "runs" / f"{schedule}_{name}", name, kw, model=sc.model,
+                            train=(x_tr, y_tr), test=(x_ev, y_ev), epochs=ep, schedule=schedule,
+                            batch_size=sc.batch_size, lr=sc.lr, monitor_size=sc.monitor_size, seed=seed)
+            train_s = time.time() - t0
+            last = robust_eval(res.state, x_ev, y_ev, sc.attacks, seed=seed)
+            best = robust_eval(best_state(res), x_ev, y_ev, sc.attacks, seed=seed)
+            rows_best[label] = {**best, "time/epoch (s)": train_s / ep}
+            rows_last[label] = last
+            metrics["runs"][f"{schedule}/{label}"] = {"best": best, "last": last, "epochs": ep,
+                                                      "train_seconds": train_s, "history": res.history,
+                                                      "best_epoch": (res.best or {}).get("epoch")}
+            (out_dir / "partial.json").write_text(json.dumps(metrics, indent=1, default=float))
+        cols = ["clean"] + list(sc.attacks)
+        md += [f"### {schedule} schedule, {epochs} epochs: best checkpoint (by test PGD-10)", "",
+               _row_table(rows_best, cols + ["time/epoch (s)"]), "",
+               f"### {schedule} schedule: last checkpoint", "", _row_table(rows_last, cols), ""]
+    md += ["Paper values: not available offline (thesis Tables III/VI not in the stored corpus); "
+           "none are quoted.", "Training time includes the per-epoch monitor (clean + PGD-10 on the "
+           "monitor subsets). Free-AT runs epochs/m passes (same number of parameter updates)."]
+    config = {"scale": key, **dataclasses.asdict(sc), "methods_settings": {m: METHODS[m] for m in sc.methods},
+              "seed": seed}
+    return ExperimentResult(markdown="\n".join(md), config=config, metrics=metrics, plots=())
+
+
+EXPERIMENT = Experiment(
+    name="sdi-cifar10",
+    description="FGSM-SDI vs FGSM-RS/CKPT/GA, Free-AT, PGD-AT on CIFAR-10 (thesis Tables III/VI)",
+    paper='Jia et al., "Boosting Fast Adversarial Training with Learnable Adversarial Initialization", '
+          "IEEE TIP 2022; thesis ch. 3, Tables III and VI",
+    expected_runtime={"quick": "~10 min on 2 shared cores", "cpu": "~6-10 h on 2 cores (6 methods x 6 epochs, "
+                      "ResNet-20, 9k images)", "paper": "days on CPU; ~1 GPU-day (ResNet-18, 110 + 30 epochs x 6)"},
+    paper_values=PAPER_VALUES,
+    run=run,
+)
