@@ -53,6 +53,7 @@ FAST = {
     "gaussian": {}, "uniform": {}, "speckle": {}, "salt": {}, "pepper": {}, "salt-and-pepper": {},
 }
 NOISE = {"gaussian", "speckle", "salt", "pepper", "salt-and-pepper"}  # no eps-ball (uniform has one)
+HEAVY = {"apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square", "aa"}  # compile-heavy: eps=0 check is slow
 
 
 def _data(n=4, shape=(6, 6, 1), seed=0):
@@ -72,7 +73,7 @@ def test_registry_covers_every_attack():
         attacks.get_attack("fgsm", steps=3)
 
 
-@pytest.mark.parametrize("name", sorted(FAST))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "aa" else n for n in sorted(FAST)])
 def test_every_attack_properties(name):
     """Ball, domain, eps = 0 -> x exactly, deterministic per key, hashable, shape and dtype kept."""
     x, y = _data()
@@ -87,8 +88,20 @@ def test_every_attack_properties(name):
         norm = base.per_example_norm(xa - x, atk.norm)
         assert float(norm.max()) <= 0.1 * (1 + 1e-5) + 1e-6, (name, float(norm.max()))
     np.testing.assert_array_equal(np.asarray(atk(TINY_APPLY, TINY_VARS, x, y, key)), np.asarray(xa))
+    if name not in HEAVY:
+        _check_eps_zero(atk, x, y, key)
+
+
+def _check_eps_zero(atk, x, y, key):
     zero = atk.replace(eps=0.0)
     np.testing.assert_array_equal(np.asarray(zero(TINY_APPLY, TINY_VARS, x, y, key)), np.asarray(x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(HEAVY))
+def test_eps_zero_returns_x_heavy(name):
+    x, y = _data()
+    _check_eps_zero(attacks.get_attack(name, eps=0.1, **FAST[name]), x, y, jax.random.PRNGKey(3))
 
 
 @settings(max_examples=10, deadline=None)
@@ -120,7 +133,7 @@ def test_unbounded_domain_for_features():
         attacks.get_attack("fgsm", eps=0.1)(apply_fn, w, x, y, k)
 
 
-class TestVariants:
+class TestVariants(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_run_pure_under_variants(self):
         x, y = _data()
@@ -132,7 +145,7 @@ class TestVariants:
             chex.assert_trees_all_close(xa, ref, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["pgd", "apgd-ce", "square", "fab-t"])
+@pytest.mark.parametrize("name", ["pgd", "square"] + [pytest.param(n, marks=pytest.mark.slow) for n in ("apgd-ce", "fab-t")])
 def test_vmap_matches_loop(name):
     """vmap over a stack of batches gives the per-batch results."""
     atk = attacks.get_attack(name, eps=0.1, **FAST[name])
@@ -199,6 +212,9 @@ def test_validation_errors():
         attacks.get_attack("apgd-t", targeted=True)
     with pytest.raises(ValueError, match="L2"):
         attacks.get_attack("aa", norm="l2")
+    with pytest.raises(ValueError, match="NHWC"):
+        attacks.get_attack("square", n_queries=2)(lambda v, z: z @ v, jnp.ones((3, 10)), jnp.zeros((2, 3)),
+                                                  jnp.array([0, 1]), k)
 
 
 def test_apgd_checkpoints_match_official_schedule():

@@ -37,6 +37,13 @@ class TestComparisonMeasure(chex.TestCase):
         chex.assert_trees_all_close(comparison_measure(x, x + 2 * d), 2 * c1, rtol=1e-5)
         chex.assert_trees_all_close(comparison_measure(5 * x, 5 * (x + d)), c1, rtol=1e-5)
 
+    def test_gradient_finite_when_nothing_changes(self):
+        a = jnp.array([[1.0, 2.0], [0.0, 0.0]])
+        for red in ("mean", "batch"):
+            g = jax.grad(lambda p, q: comparison_measure(p, q, red), argnums=(0, 1))(a, a)
+            assert all(np.all(np.isfinite(np.asarray(x))) for x in g)
+            chex.assert_trees_all_close(comparison_measure(a, a, red), 0.0, atol=1e-12)
+
     def test_layer_cms_modes(self):
         fc = collections.OrderedDict(a=jnp.ones((4, 3)), b=jnp.ones((4, 2, 2)))
         fa = collections.OrderedDict(a=jnp.zeros((4, 3)), b=2 * jnp.ones((4, 2, 2)))

@@ -36,6 +36,12 @@ Reduction = Literal["sample", "mean", "batch"]
 _EPS = 1e-12  # guards ||phi_l(x)|| = 0 (a dead layer); CM is then ||phi_l(x_hat)|| / eps-ish
 
 
+def _safe_norm(sq_sum):
+    """sqrt with a finite gradient at 0 (x_hat == x gives CM = 0 and a zero, not NaN, gradient)."""
+    pos = sq_sum > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq_sum, 1.0)), 0.0)
+
+
 def _check_pair(a, b, what: str = "features") -> None:
     if a.shape != b.shape:
         raise ValueError(f"comparison_measure: clean and perturbed {what} differ in shape: "
@@ -59,12 +65,12 @@ def comparison_measure(phi_clean, phi_adv, reduction: Reduction = "sample", eps:
     phi_adv = jnp.asarray(phi_adv)
     _check_pair(phi_clean, phi_adv)
     if reduction == "batch":
-        num = jnp.sqrt(jnp.sum(jnp.square(phi_clean - phi_adv)))
-        den = jnp.sqrt(jnp.sum(jnp.square(phi_clean)))
+        num = _safe_norm(jnp.sum(jnp.square(phi_clean - phi_adv)))
+        den = _safe_norm(jnp.sum(jnp.square(phi_clean)))
         return num / (den + eps)
     a = phi_clean.reshape(phi_clean.shape[0], -1)
     b = phi_adv.reshape(phi_adv.shape[0], -1)
-    per_sample = jnp.sqrt(jnp.sum(jnp.square(a - b), axis=1)) / (jnp.sqrt(jnp.sum(jnp.square(a), axis=1)) + eps)
+    per_sample = _safe_norm(jnp.sum(jnp.square(a - b), axis=1)) / (_safe_norm(jnp.sum(jnp.square(a), axis=1)) + eps)
     if reduction == "sample":
         return per_sample
     if reduction == "mean":

@@ -140,6 +140,7 @@ def apgd_ce_linf(apply_fn, variables, x, y, key, *, eps, steps, rho=0.75, domain
             x_adv = jnp.where(rb, x_best, x_adv)
             x_prev = jnp.where(rb, x_best, x_prev)
             grad = jnp.where(rb, grad_best, grad)
+            cur_loss = jnp.where(reduce, best_loss, cur_loss)
             reduced_last, best_at_last_ckpt = reduce, best_loss
             n_incr = jnp.zeros_like(n_incr)
             last_ckpt = k + 1

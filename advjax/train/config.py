@@ -163,7 +163,7 @@ class TrainConfig:
         return 8 / 255
 
 
-def config_diff(a: dict, b: dict, ignore=("run_dir",)) -> list[str]:
+def config_diff(a: dict, b: dict, ignore=("run_dir", "devices")) -> list[str]:
     """Keys (dotted) whose values differ between two config dicts."""
     out = []
     for k in sorted(set(a) | set(b)):

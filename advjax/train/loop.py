@@ -276,6 +276,7 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
         m = {"epoch": epoch, "batch": batch, "history": history, "best": best, "sums": sums_host}
         ckpt.save_checkpoint(run_dir / "checkpoints" / "last", state, m, keep=config.keep)
 
+    compiled = False
     try:
         for epoch in range(meta["epoch"], config.epochs):
             order = _epoch_order(n, config.seed, epoch)
@@ -285,11 +286,14 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
             else:
                 sums = dict(zero_sums)
             sums = jax.device_put(sums, repl)
-            t0 = time.perf_counter()
+            t0, timed_from = time.perf_counter(), start
             for b in range(start, spe):
                 idx = order[b * config.batch_size:(b + 1) * config.batch_size]
                 batch = jax.device_put((_to_float(x_tr[idx]), y_tr[idx].astype(np.int32)), data_sh)
                 state, sums, metrics = step_fn(state, sums, batch)
+                if not compiled:  # images/s excludes the one compilation
+                    jax.block_until_ready(metrics)
+                    compiled, t0, timed_from = True, time.perf_counter(), b + 1
                 if bar is not None:
                     bar.update(config.batch_size)
                     if (b + 1) % log_every == 0 or b + 1 == spe:
@@ -299,7 +303,7 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
                     save_last(epoch, b + 1, {k: float(v) for k, v in jax.device_get(sums).items()})
             sums_host = {k: float(v) for k, v in jax.device_get(sums).items()}
             train_time = time.perf_counter() - t0
-            done = spe - start
+            done = spe - timed_from
             variables = state.variables()
             tr_clean, tr_adv = evaluate(eval_fn, variables, x_hold, y_hold, eval_bs, jax.random.fold_in(eval_key, 2 * epoch), mesh)
             te_clean, te_adv = evaluate(eval_fn, variables, x_test, y_test, eval_bs, jax.random.fold_in(eval_key, 2 * epoch + 1), mesh)
@@ -310,7 +314,7 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
                    "train_clean_acc": tr_clean, "train_pgd_acc": tr_adv,
                    "test_clean_acc": te_clean, "test_pgd_acc": te_adv,
                    "eval_eps": eval_eps, "eval_steps": config.eval_steps,
-                   "images_per_s": done * config.batch_size / max(train_time, 1e-9)}
+                   "images_per_s": done * config.batch_size / train_time if done and train_time > 0 else float("nan")}
             history.append(rec)
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
