@@ -148,11 +148,32 @@ def summarize(seconds: Sequence[float], n_images: int) -> dict:
     }
 
 
-def compile_seconds(jitted, *args, **kwargs) -> tuple[float, object]:
-    """(seconds to trace, lower and compile ``jitted(*args)``, the compiled executable)."""
+def compile_seconds(jitted, *args, compiler_options: dict | None = None, **kwargs) -> tuple[float, object]:
+    """(seconds to trace, lower and compile ``jitted(*args)``, the compiled executable).
+
+    ``compiler_options`` (e.g. ``{"xla_cpu_enable_fast_math": True}``) override XLA debug options
+    for this executable only, so XLA:CPU levers can be compared inside one process.
+    """
     t0 = time.perf_counter()
-    compiled = jitted.lower(*args, **kwargs).compile()
+    lowered = jitted.lower(*args, **kwargs)
+    compiled = lowered.compile(compiler_options=compiler_options) if compiler_options else lowered.compile()
     return time.perf_counter() - t0, compiled
+
+
+def parse_compiler_options(spec: str) -> dict:
+    """``"name=value;name2=value2"`` -> dict (true/false -> bool, integers -> int, else str)."""
+    out: dict = {}
+    for item in filter(None, (t.strip() for t in spec.split(";"))):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"compiler option {item!r} must be name=value")
+        if value.lower() in ("true", "false"):
+            out[name] = value.lower() == "true"
+        elif value.lstrip("-").isdigit():
+            out[name] = int(value)
+        else:
+            out[name] = value
+    return out
 
 
 def timed_call(fn: Callable[[], object]) -> tuple[float, object]:

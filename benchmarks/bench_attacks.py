@@ -50,20 +50,24 @@ def parse_args(argv=None):
     p.add_argument("--models", default=",".join(MODELS), help=f"comma list of {MODELS} (default: both)")
     p.add_argument("--attacks", default=",".join(ATTACKS), help=f"comma list of {ATTACKS} (default: all)")
     p.add_argument("--batch-b", type=int, default=128, help="Model B batch per round (default 128)")
-    p.add_argument("--batch-r", type=int, default=16, help="ResNet-18 batch per round (default 16)")
+    p.add_argument("--batch-r", type=int, default=8, help="ResNet-18 batch per round (default 8)")
+    p.add_argument("--aa-batch-b", type=int, default=32,
+                   help="Model B batch for AutoAttack (default 32: advjax's AutoAttack runs every sub-attack on "
+                        "the whole batch, Square's 5000 queries included, so a round costs minutes)")
     p.add_argument("--eps-b", type=float, default=0.1,
                    help="L-inf radius for Model B (default 0.1: the briefly trained, non-robust model keeps "
                         "a robust accuracy far from 0 and 100%%, so agreement is informative)")
     p.add_argument("--eps-r", type=float, default=8 / 255, help="L-inf radius for ResNet-18 (default 8/255)")
-    p.add_argument("--rounds-b", default="pgd20=8,apgd-ce=8,aa=2",
-                   help="rounds (= distinct batches) per attack on Model B (default pgd20=8,apgd-ce=8,aa=2)")
+    p.add_argument("--rounds-b", default="pgd20=8,apgd-ce=5,aa=1",
+                   help="rounds (= distinct batches) per attack on Model B (default pgd20=8,apgd-ce=5,aa=1)")
     p.add_argument("--rounds-r", default="pgd20=3,apgd-ce=2,aa=1",
                    help="rounds per attack on ResNet-18 (default pgd20=3,apgd-ce=2,aa=1)")
     p.add_argument("--loops", default="unroll,5,rolled",
                    help="loop forms to compare (unroll, rolled, int partial-unroll factor); '' to skip")
     p.add_argument("--loop-attacks", default="pgd20,apgd-ce", help="attacks for the loop-form table")
     p.add_argument("--loop-models", default="model_b", help="models for the loop-form table")
-    p.add_argument("--loop-rounds", type=int, default=3, help="timed rounds per loop form (default 3)")
+    p.add_argument("--loop-rounds", type=int, default=2,
+                   help="timed rounds per loop form (default 2; no warm-up: the auto rows warmed both up)")
     p.add_argument("--resnet-labels", choices=("pred", "true"), default="pred",
                    help="ResNet-18 labels: the random model's own clean predictions (default; every point "
                         "is then attacked by both frameworks) or the true CIFAR-10 labels")
@@ -101,7 +105,7 @@ def parse_args(argv=None):
 
     args.rounds_b, args.rounds_r = rounds(args.rounds_b), rounds(args.rounds_r)
     if args.quick:
-        args.batch_b, args.batch_r = min(args.batch_b, 32), min(args.batch_r, 4)
+        args.batch_b, args.batch_r, args.aa_batch_b = min(args.batch_b, 32), min(args.batch_r, 4), min(args.aa_batch_b, 8)
         args.rounds_b = {a: 1 for a in ATTACKS}
         args.rounds_r = {a: 1 for a in ATTACKS}
         args.loop_rounds = 1
@@ -218,14 +222,14 @@ def main(argv=None) -> int:
             xs, ys = _common.load_mnist()
             variables, meta["weights"], meta["train_s"] = trained_model_b(model, args, xs[:8000], ys[:8000])
             x_eval, y_eval = xs[8000:], ys[8000:]
-            eps, batch, rounds = args.eps_b, args.batch_b, args.rounds_b
+            eps, main_batch, rounds = args.eps_b, args.batch_b, args.rounds_b
         else:
             xs, ys = _common.load_cifar10()
             variables = init_variables(model, jax.random.PRNGKey(args.seed))
             meta["weights"] = f"random init, seed {args.seed}"
             x_eval, y_eval = xs, ys
-            eps, batch, rounds = args.eps_r, args.batch_r, args.rounds_r
-        n_need = batch * max([rounds.get(a, 0) for a in args.attacks] + [args.loop_rounds, 1])
+            eps, main_batch, rounds = args.eps_r, args.batch_r, args.rounds_r
+        n_need = main_batch * max([rounds.get(a, 0) for a in args.attacks] + [args.loop_rounds, 1])
         x_eval = x_eval[:n_need]
         y_eval = y_eval[:n_need]
         pred = np.asarray(jax.jit(apply_fn)(variables, jnp.asarray(x_eval))).argmax(-1)
@@ -238,16 +242,20 @@ def main(argv=None) -> int:
             module = peers.copy_flax_to_torch(variables, peers.torch_peer(model_name, model)).eval()
             meta["max_logit_diff"] = peers.max_logit_diff(apply_fn, variables, module, x_eval[:32])
         results["models"][model_name] = meta
-        print(f"\n## {model_name}: eps {eps:.4g}, batch {batch}, clean acc {meta['clean_acc']:.3f}, "
+        print(f"\n## {model_name}: eps {eps:.4g}, batch {main_batch}, clean acc {meta['clean_acc']:.3f}, "
               f"max |logit diff| {meta.get('max_logit_diff', float('nan')):.2e}", flush=True)
         predict = jax.jit(lambda v, z: jnp.argmax(apply_fn(v, z), -1))
 
-        def batch_at(r):
-            sl = slice(r * batch, (r + 1) * batch)
-            return x_eval[sl], y_eval[sl]
-
         def compare(attack_name, n_rounds, loop="auto", warmup=args.warmup):
             """Interleave advjax and torch on n_rounds batches; returns a result row."""
+            batch = main_batch
+            if attack_name == "aa" and model_name == "model_b":
+                batch = args.aa_batch_b
+
+            def batch_at(r):
+                sl = slice(r * batch, (r + 1) * batch)
+                return x_eval[sl], y_eval[sl]
+
             atk = jax_attack(attack_name, eps, args, loop=loop)
             cur = {"r": 0}
             x0, y0 = batch_at(0)
@@ -331,7 +339,7 @@ def main(argv=None) -> int:
             for attack_name in args.loop_attacks:
                 for loop in args.loops:
                     print(f"  loop form {attack_name} loop={loop}", flush=True)
-                    row = compare(attack_name, args.loop_rounds, loop=loop)
+                    row = compare(attack_name, args.loop_rounds, loop=loop, warmup=0)
                     results["loop_rows"].append(row)
 
     info["load_average_end"] = _common.load_average()

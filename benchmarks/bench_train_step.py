@@ -16,7 +16,9 @@ measured against the same peer at the same moment:
 * ``default``  the method as shipped (its built-in unrolled inner loop);
 * ``rolled``   PGD-AT with ``attack=advjax.attacks.PGD(loop="rolled")`` (``lax.fori_loop``);
 * ``unroll2``/``unroll5`` the same with a partial unroll factor;
-* ``donate``   the default step jitted with ``donate_argnums=0`` (state buffers reused).
+* ``donate``   the default step jitted with ``donate_argnums=0`` (state buffers reused);
+* ``opt:NAME=VALUE[;NAME=VALUE]`` the default step compiled with these XLA options for this
+  executable only (e.g. ``opt:xla_cpu_enable_fast_math=true``), every method.
 
 Examples::
 
@@ -55,8 +57,9 @@ def parse_args(argv=None):
     p.add_argument("--resnet-repeats", type=int, default=None,
                    help="timed rounds for ResNet-18 (default: min(repeats, 3))")
     p.add_argument("--jax-variants", default="default",
-                   help=f"comma list of advjax variants timed in the same rounds, from {JAX_VARIANTS}; "
-                        "non-default ones apply to pgd_at only (donate: every method)")
+                   help=f"comma list of advjax variants timed in the same rounds, from {JAX_VARIANTS} or "
+                        "opt:NAME=VALUE[;NAME=VALUE] (per-executable XLA options); loop variants apply to "
+                        "pgd_at only, donate and opt: to every method")
     p.add_argument("--peak-n", type=int, default=3072, help="matrix size of the peak matmul measurement")
     _common.add_common_args(p)
     args = p.parse_args(argv)
@@ -70,7 +73,12 @@ def parse_args(argv=None):
         if m not in METHODS:
             p.error(f"unknown method {m!r}; known: {', '.join(METHODS)}")
     for v in args.jax_variants:
-        if v not in JAX_VARIANTS:
+        if v.startswith("opt:"):
+            try:
+                _common.parse_compiler_options(v[4:])
+            except ValueError as e:
+                p.error(str(e))
+        elif v not in JAX_VARIANTS:
             p.error(f"unknown advjax variant {v!r}; known: {', '.join(JAX_VARIANTS)}")
     if args.quick:
         args.batch_b, args.batch_r = min(args.batch_b, 16), min(args.batch_r, 4)
@@ -216,12 +224,15 @@ def main(argv=None) -> int:
             compile_s = {}
             k = args.attack_steps
             for var in args.jax_variants:
-                if var not in ("default", "donate") and method_name != "pgd_at":
+                if var not in ("default", "donate") and not var.startswith("opt:") and method_name != "pgd_at":
                     continue
                 method, step, tx, create_train_state = build_jax_step(method_name, var, model, s, k)
                 state = create_train_state(model, tx, jax.random.PRNGKey(args.seed), variables=variables)
+                if var == "donate":  # own buffers: donation deletes them, the other variants share `variables`
+                    state = jax.tree.map(jnp.copy, state)
                 key = jax.random.PRNGKey(args.seed + 1)
-                c_s, compiled = _common.compile_seconds(step, state, (x, y), key)
+                opts = _common.parse_compiler_options(var[4:]) if var.startswith("opt:") else None
+                c_s, compiled = _common.compile_seconds(step, state, (x, y), key, compiler_options=opts)
                 compile_s[f"advjax:{var}"] = c_s
                 holder = {"state": state, "i": 0}
 

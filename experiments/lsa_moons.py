@@ -270,7 +270,9 @@ EXPERIMENT = Experiment(
     name="lsa-moons",
     description="LSA paper Table 2: Model A on Moon, normal + AT-FGSM/PGD/TRADES/FAST and their AT-LR variants, R&G, LSA plots, boundaries",
     paper='Khalooei et al., "Layer-wise Regularized Adversarial Training using Layers Sustainability Analysis", Table 2, Fig. 4/5/7',
-    expected_runtime={"quick": "~1-2 min on 2 CPU cores", "cpu": "~3-5 min on 2 CPU cores", "paper": "same as cpu"},
+    expected_runtime={"quick": "~1.5 min CPU time (20 epochs; 4 min wall on a busy 2-core machine)",
+                      "cpu": "~2 min CPU time (100 epochs; 8 min wall on a busy 2-core machine)",
+                      "paper": "same as cpu"},
     paper_values=PAPER_TABLE2,
     run=run,
 )

@@ -14,8 +14,8 @@ Scales:
 * ``paper``: ResNet-18, the full CIFAR-10 training set (50k; ``$ADVJAX_CIFAR10_DIR`` or
   ``--data-dir``, read with ``advjax.data.load("cifar10", ...)``) -- days on this CPU, not run here.
 * ``cpu``: ResNet-20 (0.27M params, the CIFAR ResNet of He et al.) on the only CIFAR-10 images on
-  these machines, the JPEG-q75 copy of the 10k **test** set: images [0, 9000) train, [9000, 10000)
-  evaluate. 6 epochs, cyclic schedule only, AutoAttack left out (its APGD-T/FAB-T/Square
+  these machines, the JPEG-q75 copy of the 10k **test** set (stored sorted by class): a fixed
+  stratified split, 9000 train (900 per class) / 1000 held out. 6 epochs, cyclic schedule only, AutoAttack left out (its APGD-T/FAB-T/Square
   ensemble alone would take hours here); robust accuracy on 500 held-out images.
 * ``quick``: a smoke test (1000 training images, 2 epochs, FGSM-SDI and FGSM-RS).
 
@@ -81,8 +81,9 @@ SCALES = {
 def load_cifar10_split(n_train: int | None, data: str = "cifar10-test-split", data_dir=None):
     """(x_train, y_train), (x_test, y_test) as uint8 / int32 numpy.
 
-    ``"cifar10-test-split"``: the JPEG-q75 CIFAR-10 test set of ../shared/data, images [0, 9000)
-    for training (the first ``n_train`` of them) and [9000, 10000) held out.
+    ``"cifar10-test-split"``: the JPEG-q75 CIFAR-10 test set of ../shared/data (stored sorted by
+    class), split by a fixed seed into 900 training + 100 held-out images per class; the first
+    ``n_train`` of the (shuffled) training part are used.
     ``"cifar10"``: the real train/test splits via ``advjax.data.load`` (``data_dir``)."""
     import numpy as np
     from advjax.data import load
@@ -94,7 +95,18 @@ def load_cifar10_split(n_train: int | None, data: str = "cifar10-test-split", da
     else:
         ds = load("cifar10", "test", data_dir=data_dir or (DATA_DIR / "cifar10"))
         x, y = np.asarray(ds.x), np.asarray(ds.y).astype(np.int32)
-        x_tr, y_tr, x_te, y_te = x[:9000], y[:9000], x[9000:], y[9000:]
+        # the file is sorted by class: a fixed stratified split, 900 + 100 images per class,
+        # each part in a fixed shuffled order (so any prefix is class-balanced too)
+        rng = np.random.default_rng(20221)
+        tr_idx, te_idx = [], []
+        for c in range(int(y.max()) + 1):
+            idx = rng.permutation(np.flatnonzero(y == c))
+            cut = int(round(0.9 * len(idx)))
+            tr_idx.append(idx[:cut])
+            te_idx.append(idx[cut:])
+        tr_idx = rng.permutation(np.concatenate(tr_idx))
+        te_idx = rng.permutation(np.concatenate(te_idx))
+        x_tr, y_tr, x_te, y_te = x[tr_idx], y[tr_idx], x[te_idx], y[te_idx]
     if n_train is not None:
         x_tr, y_tr = x_tr[:n_train], y_tr[:n_train]
     return (np.asarray(x_tr), np.asarray(y_tr, np.int32)), (np.asarray(x_te), np.asarray(y_te, np.int32))
@@ -192,7 +204,7 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     x_ev, y_ev = x_te[:sc.n_eval], y_te[:sc.n_eval]
     metrics: dict = {"runs": {}}
     md = [f"Scale `{key}`: model {sc.model}, {len(x_tr)} training images "
-          f"({'CIFAR-10 train' if sc.data == 'cifar10' else 'CIFAR-10 test-set JPEG copy, images [0, 9000)'}), "
+          f"({'CIFAR-10 train' if sc.data == 'cifar10' else 'of the CIFAR-10 test-set JPEG copy, stratified 9000/1000 split'}), "
           f"robust accuracy (%) on {len(x_ev)} held-out images, eps = 8/255, PGD/CW step 2/255.", ""]
     for schedule, epochs in sc.epochs.items():
         rows_best, rows_last = {}, {}

@@ -5,8 +5,8 @@ once every k target steps, k in {1, 2, 10, 20, 30, 40}; clean, PGD-10/20/50 and 
 best and last checkpoints, and the training time. Larger k makes training cheaper (the generator
 update costs about two extra forward-backward passes of the target) at some cost in robustness.
 
-Scales: ``cpu`` = ResNet-20 on images [0, 9000) of the JPEG-q75 CIFAR-10 test set (the only
-CIFAR-10 images here), evaluated on 500 of [9000, 10000), 4 epochs cyclic; ``paper`` = ResNet-18,
+Scales: ``cpu`` = ResNet-20 on 9000 images of the JPEG-q75 CIFAR-10 test set (the only CIFAR-10
+images here; fixed stratified 9000/1000 split), evaluated on 500 of the held-out 1000, 4 epochs cyclic; ``paper`` = ResNet-18,
 CIFAR-10 train, 110 epochs piecewise (not run here); ``quick`` = k in {1, 20}, 1000 images, 1 epoch.
 Paper values: not available offline, so none are quoted.
 """

@@ -104,8 +104,8 @@ def test_eps_zero_returns_x_heavy(name):
     _check_eps_zero(attacks.get_attack(name, eps=0.1, **FAST[name]), x, y, jax.random.PRNGKey(3))
 
 
-@settings(max_examples=10, deadline=None)
-@given(name=st.sampled_from(["fgsm", "fgsm-rs", "pgd", "pgd-l2", "bim", "apgd-ce", "square", "uniform"]),
+@settings(max_examples=6, deadline=None)
+@given(name=st.sampled_from(["fgsm", "fgsm-rs", "pgd", "pgd-l2", "bim", "uniform"]),
        eps=st.sampled_from([0.0, 0.03, 0.3, 2.0]), seed=st.integers(0, 2**20), n=st.sampled_from([1, 3]))
 def test_ball_and_domain_hypothesis(name, eps, seed, n):
     x, y = _data(n=n, seed=seed)
@@ -125,7 +125,7 @@ def test_unbounded_domain_for_features():
     apply_fn = lambda v, x: x @ v  # noqa: E731
     x = jnp.array([[2.5, -3.0], [0.1, 7.0]])
     y = jnp.array([0, 1])
-    for name in ("fgsm", "pgd", "apgd-ce", "fab", "gaussian"):
+    for name in ("fgsm", "pgd", "gaussian"):
         xa = attacks.get_attack(name, eps=0.4, domain=None, **FAST[name])(apply_fn, w, x, y, k)
         if name != "gaussian":
             assert float(jnp.abs(xa - x).max()) <= 0.4 + 1e-6
@@ -145,7 +145,8 @@ class TestVariants(chex.TestCase):
             chex.assert_trees_all_close(xa, ref, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["pgd", "square"] + [pytest.param(n, marks=pytest.mark.slow) for n in ("apgd-ce", "fab-t")])
+@pytest.mark.parametrize("name", ["fgsm-rs"] + [pytest.param(n, marks=pytest.mark.slow)
+                                                 for n in ("pgd", "apgd-ce", "fab-t", "square")])
 def test_vmap_matches_loop(name):
     """vmap over a stack of batches gives the per-batch results."""
     atk = attacks.get_attack(name, eps=0.1, **FAST[name])
@@ -171,7 +172,7 @@ def test_batch_stats_untouched():
     v = m.init(jax.random.PRNGKey(0), jnp.zeros((1, 6, 6, 1)))
     before = jax.tree.map(np.array, v)
     x, y = _data()
-    attacks.get_attack("pgd", eps=0.1, steps=2)(lambda vv, z: m.apply(vv, z), v, x, y, jax.random.PRNGKey(0))
+    attacks.get_attack("fgsm", eps=0.1)(lambda vv, z: m.apply(vv, z), v, x, y, jax.random.PRNGKey(0))
     chex.assert_trees_all_equal(before, jax.tree.map(np.array, v))
 
 
@@ -360,7 +361,7 @@ def mnist_model(shared_data):
         return optax.apply_updates(params, upd), opt
 
     rng = np.random.default_rng(0)
-    for _ in range(300):
+    for _ in range(200):
         idx = rng.integers(0, len(x_tr), 64)
         params, opt = step(params, opt, x_tr[idx], y_tr[idx])
     apply_fn = lambda v, z: model.apply(v, z)  # noqa: E731
@@ -379,9 +380,9 @@ def test_attacks_lower_accuracy_and_ordering(mnist_model):
     key = jax.random.PRNGKey(0)
     clean = _acc(apply_fn, v, x, y)
     assert clean >= 0.85, clean
-    aa = attacks.AutoAttack(eps=EPS, steps=25, n_target_classes=3, n_queries=300, loop="rolled")
+    aa = attacks.AutoAttack(eps=EPS, steps=20, n_target_classes=2, n_queries=200, loop="rolled")
     x_aa, _, per = aa.drive(apply_fn, v, x, y, key)
-    apgd = attacks.APGD(eps=EPS, steps=25, loop="rolled")
+    apgd = attacks.APGD(eps=EPS, steps=20, loop="rolled")
     acc = {
         "clean": clean,
         "fgsm": _acc(apply_fn, v, attacks.FGSM(eps=EPS)(apply_fn, v, x, y, key), y),

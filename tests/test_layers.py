@@ -271,20 +271,19 @@ def test_gradient_through_captured_features(model_b):
 # ------------------------------------------------------------------------------------------
 def test_capture_train_mode_returns_new_batch_stats():
     model = _tiny("resnet")
-    variables = models.init_variables(model, KEY)
+    variables = _random_variables(model)
     x = _images(model.input_shape, n=4)
-    (logits, feats), new_stats = jax.jit(
-        lambda v, x: layers.capture(model, v, x, train=True))(variables, x)
-    ref_logits, ref = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
-        variables, x)
+    ((logits, feats), new_stats), (ref_logits, ref) = jax.jit(lambda v, x: (
+        layers.capture(model, v, x, train=True),
+        model.apply(v, x, train=True, mutable=["batch_stats"])))(variables, x)
     np.testing.assert_allclose(logits, ref_logits, rtol=1e-6, atol=1e-6)
     chex.assert_trees_all_close(new_stats, ref["batch_stats"], rtol=1e-6, atol=1e-7)
     assert not np.allclose(new_stats["bn1"]["mean"], variables["batch_stats"]["bn1"]["mean"])
     assert list(feats) == layers.names(model)
     # a model without batch norm returns an empty batch_stats collection
     mb = models.get_model("model_b")
-    (_, _), stats = jax.eval_shape(lambda v, x: layers.capture(mb, v, x, train=True),
-                                   models.init_variables(mb, KEY), _images((28, 28, 1)))
+    (_, _), stats = jax.eval_shape(lambda x: layers.capture(mb, mb.init(KEY, x), x, train=True),
+                                   _images((28, 28, 1)))
     assert dict(stats) == {}
 
 

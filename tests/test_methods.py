@@ -274,6 +274,8 @@ class EquationTest(chex.TestCase):
         assert isinstance(m, AdversarialMethod)
         with pytest.raises(ValueError, match="AdversarialMethod"):
             Regularized(FreeAT(), reg)
+        with pytest.raises(ValueError, match="own step.*AWP\\(base=Regularized"):
+            Regularized(AWP(), reg)
 
 
 # ---- one step lowers the objective; BN semantics ----------------------------------------------------

@@ -70,7 +70,10 @@ statistics, running statistics updated) when the generator is updated and in eva
 statistics) when it makes the target's training examples; the target uses batch statistics (train
 mode) in every forward of the training step; reported training loss/accuracy are those of the
 target's forward on x + delta_g. The target's optimizer (SGD momentum 0.9, wd 5e-4, lr 0.1
-piecewise at 100/110 and 105/110 of the steps, or cyclic 0 -> 0.1 -> 0) is the caller's ``tx``.
+piecewise at 100/110 and 105/110 of the steps, or cyclic 0 -> 0.1 -> 0 peaking at mid-run) is
+the caller's ``tx``. The released code trains on unnormalized pixels (mean 0, std 1 in its
+utils.py), so its eps and alpha are pixel units, as here; its test-time PGD uses step 2/255 and
+picks the "best" checkpoint by test PGD-10 accuracy, as the engine's loop does.
 """
 from __future__ import annotations
 

@@ -39,6 +39,9 @@ class Regularized(AdversarialMethod):
     def __post_init__(self):
         if not isinstance(self.base, AdversarialMethod):
             raise ValueError(f"Regularized: base must be an AdversarialMethod, got {type(self.base).__name__}")
+        if type(self.base).step is not AdversarialMethod.step:
+            raise ValueError(f"Regularized: {type(self.base).__name__} has its own step (e.g. AWP), which the generic "
+                             f"step would bypass; wrap the other way round, e.g. AWP(base=Regularized(...))")
         if not callable(self.regularizer):
             raise ValueError("Regularized: regularizer must be callable(feats_clean, feats_adv) -> scalar")
         if self.kind not in ("learnable", "activation"):
