@@ -73,7 +73,12 @@ def test_registry_covers_every_attack():
         attacks.get_attack("fgsm", steps=3)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "aa" else n for n in sorted(FAST)])
+# the compile-heavy ones are also run (ball + domain) on the trained MNIST model below
+SLOW_PROPS = {"aa", "apgd-dlr", "apgd-t", "fab", "fab-t", "square"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PROPS else n
+                                  for n in sorted(FAST)])
 def test_every_attack_properties(name):
     """Ball, domain, eps = 0 -> x exactly, deterministic per key, hashable, shape and dtype kept."""
     x, y = _data()
@@ -104,7 +109,7 @@ def test_eps_zero_returns_x_heavy(name):
     _check_eps_zero(attacks.get_attack(name, eps=0.1, **FAST[name]), x, y, jax.random.PRNGKey(3))
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(name=st.sampled_from(["fgsm", "fgsm-rs", "pgd", "pgd-l2", "bim", "uniform"]),
        eps=st.sampled_from([0.0, 0.03, 0.3, 2.0]), seed=st.integers(0, 2**20), n=st.sampled_from([1, 3]))
 def test_ball_and_domain_hypothesis(name, eps, seed, n):
@@ -137,7 +142,7 @@ class TestVariants(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_run_pure_under_variants(self):
         x, y = _data()
-        for name in ("fgsm", "pgd", "uniform"):
+        for name in ("fgsm", "uniform"):
             atk = attacks.get_attack(name, eps=0.05, **FAST[name])
             f = self.variant(lambda x, y, k: atk.run(TINY_APPLY, TINY_VARS, x, y, k))
             xa = f(x, y, jax.random.PRNGKey(1))
@@ -245,7 +250,7 @@ def _margin(apply_fn, v, x, y):
     return z[jnp.arange(x.shape[0]), y] - z[jnp.arange(x.shape[0]), 1 - y]
 
 
-@pytest.mark.parametrize("eps", [0.05, 0.3])
+@pytest.mark.parametrize("eps", [0.1])
 def test_apgd_linear_linf_optimum(eps):
     """For logits x @ W + b the smallest margin over the L-inf ball in [0, 1] is attained at
     clip(x - eps * sign(w_y - w_other)); APGD-CE's best point must reach it, and APGD must fool
@@ -397,6 +402,7 @@ def test_attacks_lower_accuracy_and_ordering(mnist_model):
     assert acc["aa"] <= acc["apgd-ce"] <= acc["pgd10"] <= acc["fgsm"]
     assert float(jnp.mean(per["apgd-ce"])) == pytest.approx(acc["apgd-ce"])
     assert float(jnp.abs(x_aa - x).max()) <= EPS + 1e-6
+    assert float(x_aa.min()) >= 0.0 and float(x_aa.max()) <= 1.0
 
 
 @pytest.mark.parametrize("name,kw", [
@@ -412,6 +418,7 @@ def test_each_attack_lowers_accuracy(mnist_model, name, kw):
     REPORT[name] = a
     assert a < clean - 0.1, (name, clean, a)
     assert float(jnp.abs(xa - x).max()) <= EPS + 1e-6
+    assert float(xa.min()) >= 0.0 and float(xa.max()) <= 1.0
 
 
 def test_noise_is_weaker_than_attacks(mnist_model):

@@ -19,6 +19,12 @@ def _images(shape, n=2, seed=1):
     return jax.random.uniform(jax.random.key(seed), (n, *shape), jnp.float32)
 
 
+@pytest.fixture(scope="module")
+def model_b():
+    m = models.get_model("model_b")
+    return m, models.init_variables(m, KEY)
+
+
 # ------------------------------------------------------------------------------------------
 # registry
 # ------------------------------------------------------------------------------------------
@@ -127,13 +133,12 @@ def _random_variables(model, seed=0):
     return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-def test_real_forward_model_b():
-    model = models.get_model("model_b", num_classes=7)
-    variables = models.init_variables(model, KEY)
+def test_real_forward_model_b(model_b):
+    model, variables = model_b
     assert set(variables) == {"params"}
     x = _images(model.input_shape)
     logits = jax.jit(models.logits_fn(model))(variables, x)
-    _check_logits(logits, 2, 7)
+    _check_logits(logits, 2, 10)
     assert not np.allclose(logits[0], logits[1])  # the model is not constant
 
 
@@ -147,15 +152,18 @@ def test_real_forward_resnet18():
     assert not np.allclose(logits[0], logits[1])
 
 
-def test_logits_fn_is_eval_apply():
-    model = _tiny_resnet(True)
+def test_init_variables_and_logits_fn():
+    model = models.get_model("model_a", num_classes=3)
     variables = models.init_variables(model, KEY, batch_size=2)
-    assert set(variables) == {"params", "batch_stats"}
-    x = _images(model.input_shape)
-    f = jax.jit(models.logits_fn(model))
-    np.testing.assert_array_equal(f(variables, x), jax.jit(model.apply)(variables, x))
-    # eval mode: batch statistics are frozen, so one example's logits do not depend on the others
-    np.testing.assert_allclose(f(variables, x)[:1], f(variables, x[:1]), rtol=1e-5, atol=1e-6)
+    assert set(variables) == {"params"}
+    chex.assert_shape(variables["params"]["Dense_3"]["kernel"], (100, 3))
+    x = jnp.array([[0.1, 0.2], [2.0, -1.0]])
+    np.testing.assert_array_equal(models.logits_fn(model)(variables, x),
+                                  model.apply(variables, x, train=False))
+    # same key, same numbers; other key, other numbers
+    chex.assert_trees_all_equal(variables, models.init_variables(model, KEY, batch_size=2))
+    assert not np.allclose(variables["params"]["Dense_0"]["kernel"],
+                           models.init_variables(model, jax.random.key(1))["params"]["Dense_0"]["kernel"])
 
 
 def test_model_a_forward_takes_unbounded_features():
@@ -186,19 +194,21 @@ def test_abstract_forward_of_big_models(name):
     assert out.shape == (2, 10) and out.dtype == jnp.float32
 
 
-def test_train_mode_updates_batch_stats():
+def test_train_and_eval_mode_with_batch_norm():
     model = _tiny_resnet(True)
-    variables = models.init_variables(model, KEY)
+    variables = _random_variables(model)
     x = _images(model.input_shape, n=4)
-    logits, upd = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
-        variables, x
-    )
+    f = models.logits_fn(model)
+    (logits, upd), eval_logits, eval_one = jax.jit(lambda v, x: (
+        model.apply(v, x, train=True, mutable=["batch_stats"]), f(v, x), f(v, x[:1])))(variables, x)
     _check_logits(logits, 4, 10)
     old = variables["batch_stats"]["bn1"]["mean"]
     new = upd["batch_stats"]["bn1"]["mean"]
     assert not np.allclose(old, new)
-    # train mode normalizes with batch statistics: differs from eval mode at init
-    assert not np.allclose(logits, jax.jit(model.apply)(variables, x))
+    # train mode normalizes with batch statistics, eval mode with the running ones
+    assert not np.allclose(logits, eval_logits)
+    # eval mode: frozen statistics, so one example's logits do not depend on the others
+    np.testing.assert_allclose(eval_logits[:1], eval_one, rtol=1e-5, atol=1e-6)
 
 
 def test_normalize_is_first_layer():
@@ -251,19 +261,20 @@ def test_activation_module_and_registry():
 # ------------------------------------------------------------------------------------------
 # bfloat16
 # ------------------------------------------------------------------------------------------
-def test_bfloat16_compute():
-    m32 = models.get_model("model_b")
+def test_bfloat16_compute(model_b):
+    m32, variables = model_b
     m16 = models.get_model("model_b", dtype=jnp.bfloat16)
-    variables = models.init_variables(m16, KEY)
-    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
-    x = _images((28, 28, 1), n=4)
-    l16 = jax.jit(m16.apply)(variables, x)
-    l32 = jax.jit(m32.apply)(variables, x)
+    params16 = jax.eval_shape(lambda: m16.init(KEY, jnp.zeros((1, 28, 28, 1))))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params16))  # params stay float32
+    x = _images((28, 28, 1))
+    l16, l32, g, inner = jax.jit(lambda v, x: (
+        m16.apply(v, x), m32.apply(v, x), jax.grad(lambda x: m16.apply(v, x).sum())(x),
+        m16.apply(v, x, capture_intermediates=True, mutable=["intermediates"])[1]))(variables, x)
     assert l16.dtype == jnp.float32
+    assert inner["intermediates"]["Conv_0"]["__call__"][0].dtype == jnp.bfloat16
     np.testing.assert_allclose(l16, l32, atol=0.05 * float(jnp.abs(l32).max()) + 1e-3)
     assert not np.array_equal(l16, l32)  # it really computed in bf16
     # gradients w.r.t. the input flow through the bf16 fast conv
-    g = jax.jit(jax.grad(lambda x: m16.apply(variables, x).sum()))(x)
     assert g.dtype == jnp.float32 and bool(jnp.isfinite(g).all()) and float(jnp.abs(g).sum()) > 0
 
 
@@ -276,12 +287,6 @@ def test_bfloat16_batchnorm_model_abstract():
 # ------------------------------------------------------------------------------------------
 # input validation
 # ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def model_b():
-    m = models.get_model("model_b")
-    return m, models.init_variables(m, KEY)
-
-
 def test_bad_rank(model_b):
     m, v = model_b
     with pytest.raises(ValueError, match="rank"):
@@ -337,11 +342,11 @@ def test_model_a_has_no_box_check_but_checks_shape():
 # ------------------------------------------------------------------------------------------
 CONV_CASES = [
     # (input hw, kernel, stride, padding, jit): every conv shape the models use, plus odd sizes
-    ((8, 8), 3, 1, "SAME", False),
+    ((8, 8), 3, 1, "SAME", True),
     ((9, 9), 3, 2, "SAME", True),
-    ((9, 7), 1, 2, "VALID", True),
+    ((9, 7), 1, 2, "VALID", False),
     ((12, 12), 5, 1, "VALID", True),
-    ((8, 8), 3, 2, ((1, 1), (1, 1)), False),
+    ((8, 8), 3, 2, ((1, 1), (1, 1)), True),
     ((7, 7), 3, 2, ((1, 1), (1, 1)), True),
     ((10, 10), 5, 3, ((2, 1), (0, 2)), True),
 ]
@@ -426,44 +431,44 @@ def _tiny_resnet(fast):
 
 
 @pytest.mark.parametrize("build", ["model_b", "tiny_resnet"])
-def test_model_input_gradients_equal_plain_conv(build):
-    def make(fast):
-        if build == "model_b":
-            return models.get_model("model_b", fast_conv=fast)
-        return _tiny_resnet(fast)
-
-    m_fast, m_plain = make(True), make(False)
-    variables = models.init_variables(m_fast, KEY)
+def test_model_gradients_equal_plain_conv(build):
+    """Input and parameter gradients of whole models (stride 1 and 2, 1x1 and 3x3 and 5x5,
+    VALID and explicit padding) equal those of the stock nn.Conv."""
+    if build == "model_b":
+        m_fast, m_plain = models.get_model("model_b"), models.get_model("model_b", fast_conv=False)
+    else:
+        m_fast, m_plain = _tiny_resnet(True), _tiny_resnet(False)
+    variables = _random_variables(m_fast)
     x = _images(m_fast.input_shape, n=3)
 
-    def grads(m):
+    def grads(m, params, x):
         def loss(params, x):
-            v = {**variables, "params": params}
-            logits, _ = m.apply(v, x, train=True, mutable=["batch_stats"]) if "batch_stats" in v \
-                else (m.apply(v, x, train=True), None)
+            logits = m.apply({**variables, "params": params}, x)
             return jax.nn.log_softmax(logits)[:, 0].sum()
 
-        return jax.jit(jax.grad(loss, argnums=(0, 1)))(variables["params"], x)
+        return jax.grad(loss, argnums=(0, 1))(params, x)
 
-    (gp_f, gx_f), (gp_p, gx_p) = grads(m_fast), grads(m_plain)
+    (gp_f, gx_f), (gp_p, gx_p) = jax.jit(lambda p, x: (grads(m_fast, p, x), grads(m_plain, p, x)))(
+        variables["params"], x)
     np.testing.assert_allclose(gx_f, gx_p, rtol=1e-4, atol=1e-6)
     chex.assert_trees_all_close(gp_f, gp_p, rtol=1e-4, atol=1e-6)
     assert float(jnp.abs(gx_f).sum()) > 0
 
 
-def test_fast_conv_inside_fori_loop():
+def test_fast_conv_inside_fori_loop(model_b):
     """The PGD-like rolled loop gives the same iterate with the fast and the plain conv."""
-    def pgd(m, variables, x):
+    m_fast, variables = model_b
+    m_plain = models.get_model("model_b", fast_conv=False)
+
+    def pgd(m, x):
         def body(_, xa):
             g = jax.grad(lambda z: m.apply(variables, z)[:, 0].sum())(xa)
             return jnp.clip(xa + 0.01 * jnp.sign(g), 0.0, 1.0)
 
-        return jax.jit(lambda x: jax.lax.fori_loop(0, 3, body, x))(x)
+        return jax.lax.fori_loop(0, 3, body, x)
 
-    m_fast, m_plain = models.get_model("model_b"), models.get_model("model_b", fast_conv=False)
-    variables = models.init_variables(m_fast, KEY)
     x = _images((28, 28, 1), n=2)
-    a, b = pgd(m_fast, variables, x), pgd(m_plain, variables, x)
+    a, b = jax.jit(lambda x: (pgd(m_fast, x), pgd(m_plain, x)))(x)
     assert float(jnp.abs(a - x).max()) > 0
     # signs can flip on numerically-zero gradients only; the iterates agree almost everywhere
     assert float(jnp.mean(jnp.abs(a - b) < 1e-6)) > 0.99

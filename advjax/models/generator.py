@@ -21,9 +21,63 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 __all__ = ["SDIGenerator"]
+
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv_same(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DN)
+
+
+@jax.custom_vjp
+def conv3x3_same(x, w):
+    """3x3, stride 1, SAME convolution whose backward pass uses no transposed-layout convolution.
+
+    The input gradient is a plain SAME convolution with the flipped, in/out-swapped kernel; the
+    weight gradient is 9 matmuls (one per kernel tap) instead of a convolution. Same numbers as
+    ``lax.conv_general_dilated``; but inside a ``lax.cond`` branch (where FGSM-SDI updates the
+    generator) XLA:CPU does not canonicalize the gradient convolutions' layouts and falls back to
+    its unoptimized element-wise convolution (DESIGN.md, "Measured on these machines").
+    """
+    return _conv_same(x, w)
+
+
+def _conv3x3_fwd(x, w):
+    return _conv_same(x, w), (x, w)
+
+
+def _conv3x3_bwd(res, g):
+    x, w = res
+    dx = _conv_same(g, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2))
+    h, wd = x.shape[1], x.shape[2]
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    g2 = g.reshape(-1, g.shape[-1])
+    taps = [[jnp.dot(xp[:, i:i + h, j:j + wd, :].reshape(-1, x.shape[-1]).T, g2,
+                     preferred_element_type=jnp.float32).astype(w.dtype)
+             for j in range(3)] for i in range(3)]
+    dw = jnp.stack([jnp.stack(row) for row in taps])
+    return dx, dw
+
+
+conv3x3_same.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
+def _conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                          dimension_numbers=None, feature_group_count=1, precision=None, **kw):
+    """``conv_general_dilated`` for flax's nn.Conv, routed to :func:`conv3x3_same` when it applies."""
+    simple = (rhs.shape[:2] == (3, 3) and tuple(window_strides) == (1, 1) and feature_group_count == 1
+              and (lhs_dilation is None or tuple(lhs_dilation) == (1, 1))
+              and (rhs_dilation is None or tuple(rhs_dilation) == (1, 1))
+              and [tuple(p) for p in padding] == [(1, 1), (1, 1)])
+    if simple:
+        return conv3x3_same(lhs, rhs)
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                        dimension_numbers, feature_group_count, precision=precision, **kw)
 
 
 class _PReLU(nn.Module):
@@ -44,9 +98,9 @@ class SDIGenerator(nn.Module):
         takes the channels of ``x``.
       arch: ``"paper"`` or ``"reference"`` (see the module docstring).
       dtype: compute dtype.
-      fast_conv: use ``advjax.models.ops.Conv`` (input gradient as a plain convolution, which keeps
-        XLA:CPU's fast path inside ``lax.cond``/loop bodies, where FGSM-SDI updates the generator);
-        ``False`` gives the stock ``nn.Conv`` (needed for forward-mode autodiff).
+      fast_conv: convolutions through :func:`conv3x3_same` (its backward pass avoids the
+        convolutions XLA:CPU runs unoptimized inside ``lax.cond`` bodies, where FGSM-SDI updates
+        the generator); ``False`` gives the stock ``nn.Conv`` (needed for forward-mode autodiff).
     """
 
     features: int = 64
@@ -69,10 +123,7 @@ class SDIGenerator(nn.Module):
         out_c = self.out_channels or x.shape[-1]
         h = jnp.concatenate([x, s], axis=-1).astype(self.dtype)
         f = self.features
-        extra = {}
-        if self.fast_conv:
-            from advjax.models.ops import fast_conv_general_dilated
-            extra["conv_general_dilated"] = fast_conv_general_dilated
+        extra = {"conv_general_dilated": _conv_general_dilated} if self.fast_conv else {}
         conv = lambda c, bias, name: nn.Conv(c, (3, 3), padding="SAME", use_bias=bias,
                                              dtype=self.dtype, name=name, **extra)
         norm = lambda name, affine=True, eps=1e-5: nn.BatchNorm(
