@@ -65,8 +65,9 @@ def configure(threads: int = 2, xla_flags: str | None = DEFAULT_XLA_FLAGS) -> No
     if "jax" in sys.modules or "torch" in sys.modules:
         raise RuntimeError("benchmarks._common.configure must run before jax / torch are imported")
     flags = os.environ.get("XLA_FLAGS", "")
-    if xla_flags:
-        flags = (flags + " " + xla_flags).strip()
+    for flag in (xla_flags or "").split():
+        if flag not in flags.split():
+            flags = (flags + " " + flag).strip()
     if flags:
         os.environ["XLA_FLAGS"] = flags
     # OpenMP / MKL pools of torch (and of numpy's BLAS for the peak measurement).

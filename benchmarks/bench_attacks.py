@@ -194,6 +194,17 @@ def torch_attack(name, module, eps, args, n_classes=10):
     ])
 
 
+def _progress(row, out, results) -> None:
+    """Print a finished row and save the partial results (a long run can be stopped any time)."""
+    keys = ("advjax_ms_img", "torch_ms_img", "speedup", "advjax_rob_acc", "torch_rob_acc", "compile_s")
+    print("    -> " + ", ".join(f"{k} {row[k]:.4g}" for k in keys if row.get(k) is not None), flush=True)
+    if out:
+        import json
+
+        pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path(out + ".partial").write_text(json.dumps(results, indent=1, default=_common._json_default))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     _common.configure(args.threads, args.xla_flags)
@@ -335,12 +346,14 @@ def main(argv=None) -> int:
                 # AutoAttack: the first (compiling) call is its warm-up
                 results["rows"].append(compare(attack_name, n_rounds,
                                                warmup=0 if attack_name == "aa" else args.warmup))
+                _progress(results["rows"][-1], args.out, results)
         if model_name in args.loop_models:
             for attack_name in args.loop_attacks:
                 for loop in args.loops:
                     print(f"  loop form {attack_name} loop={loop}", flush=True)
                     row = compare(attack_name, args.loop_rounds, loop=loop, warmup=0)
                     results["loop_rows"].append(row)
+                    _progress(row, args.out, results)
 
     info["load_average_end"] = _common.load_average()
     cols = ["model", "attack", "loop", "batch", "images", "advjax_ms_img", "torch_ms_img", "speedup",

@@ -265,6 +265,10 @@ def main(argv=None) -> int:
                     row["frac_peak"] = gflops / peak["peak_gflops"]
                 row["timing"] = summ
                 rows.append(row)
+                print(f"    -> {name}: {row['images_per_s']:.1f} images/s"
+                      + (f", x{row['ratio_vs_torch']:.2f} vs torch" if row["ratio_vs_torch"] else "")
+                      + (f", {100 * row['frac_peak']:.0f}% of peak" if row.get("frac_peak") is not None else ""),
+                      flush=True)
     info["load_average_end"] = _common.load_average()
     _common.print_table(rows, ["model", "method", "variant", "batch", "images_per_s", "ratio_vs_torch",
                                "frac_peak", "gflop_s", "compile_s", "spread"],
