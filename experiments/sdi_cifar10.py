@@ -165,7 +165,7 @@ def robust_eval(state, x, y, attacks, *, eps: float = EPS, batch_size: int = 250
 
     out = {}
     for name in ("clean",) + tuple(attacks):
-        extra = {"alpha": 2 / 255} if name.startswith(("pgd", "cw")) else {}
+        extra = {"step_size": 2 / 255} if name.startswith(("pgd", "cw")) else {}
         attack = None if name == "clean" else get_attack(name, eps=eps, **extra)
         f = count_fn(attack)
         correct = 0
