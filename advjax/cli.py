@@ -39,6 +39,15 @@ def _cpu_defaults() -> None:
         os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_experimental_ynn_fusion_type=").strip()
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only when it says something (not None, False or an empty list)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _top_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="advjax",
@@ -58,7 +67,7 @@ def _top_parser() -> argparse.ArgumentParser:
 def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object | None]:
     module_name, help_ = COMMANDS[name]
     parser = argparse.ArgumentParser(prog=f"advjax {name}", description=help_,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=_HelpFormatter)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
