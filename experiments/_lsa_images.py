@@ -17,6 +17,7 @@ from advjax.analysis import plots
 from advjax.losses.lsa import at_lr_name
 from experiments import _lsa_train as T
 from experiments.base import ExperimentResult, accuracy_table
+from advjax.attacks import get_attack
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -93,7 +94,7 @@ def run_image_table(cfg: ImageTableConfig, out_dir, seed: int, title: str, notes
     mvl_rows, mvls, panels, layer_names = [], {}, {}, None
     m_samples = min(cfg.lsa_samples, len(xt))
     for n in names:
-        m, _ = lsa_analysis.algorithm2(features_fn, variables[n], xt, yt, lsa_analysis.fgsm(probe_eps, domain), lk,
+        m, _ = lsa_analysis.algorithm2(features_fn, variables[n], xt, yt, get_attack("fgsm", eps=probe_eps, domain=domain), lk,
                                        num_samples=m_samples, eta=cfg.eta)
         mvls[n] = list(m.layers)
         layer_names = m.all_names

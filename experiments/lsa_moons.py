@@ -28,6 +28,7 @@ from advjax.analysis import plots
 from advjax.losses.lsa import at_lr_name
 from experiments import _lsa_train as T
 from experiments.base import Experiment, ExperimentResult, accuracy_table
+from advjax.attacks import get_attack
 
 EPS_EVAL = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 BASES = ("at_fgsm", "pgd", "trades", "fast")
@@ -142,7 +143,7 @@ def run_config(cfg: MoonConfig, out_dir, seed: int = 0) -> ExperimentResult:
     t0 = time.perf_counter()
     lk = jax.random.PRNGKey(seed + 2)
     variables = {n: T.unstack(stacked, i) for i, n in enumerate(names)}
-    attack = lsa_analysis.fgsm(cfg.train_eps, domain=None)
+    attack = get_attack("fgsm", eps=cfg.train_eps, domain=None)
     mvl_normal, cms_normal = lsa_analysis.algorithm2(features_fn, variables["Normal"], xt, yt, attack, lk,
                                                      num_samples=cfg.lsa_samples, eta=cfg.eta)
     eta_table = lsa_analysis.format_mvl_versus_eta(

@@ -10,6 +10,7 @@ import pytest
 
 from advjax.analysis import lsa
 from advjax.losses.lsa import at_lr_name, comparison_measure, layer_comparison_measures, lsa_lr
+from advjax.attacks import get_attack
 
 # ----------------------------------------------------------------------------------- CM, eq. 11
 
@@ -232,7 +233,7 @@ def test_lsa_pass_on_trained_model_b(shared_data):
         state, metrics = step(state, (jnp.asarray(x[sl]), jnp.asarray(y[sl])), jax.random.PRNGKey(i))
     ffn = features_fn(model)
     assert float(metrics["loss"]) < 2.5
-    mvl, cms = lsa.algorithm2(ffn, state.variables(), x[128:], y[128:], lsa.fgsm(0.1), jax.random.PRNGKey(9),
+    mvl, cms = lsa.algorithm2(ffn, state.variables(), x[128:], y[128:], get_attack("fgsm", eps=0.1), jax.random.PRNGKey(9),
                               num_samples=48, eta=0.5)
     n_layers = len(mvl.all_names)
     assert n_layers == 5  # Conv_0..2, Dense_0..1 of Model B
@@ -240,7 +241,7 @@ def test_lsa_pass_on_trained_model_b(shared_data):
     assert np.all(np.isfinite(cms)) and np.all(cms >= 0) and cms.max() > 0
     assert all(mvl.cm[i] - mvl.mu > mvl.eta * mvl.sigma for i in mvl.layers)
     assert list(mvl.layers) == sorted(mvl.layers, key=lambda i: -mvl.cm[i])
-    perts = {**lsa.default_perturbations(0.1), "PGD": lsa.LinfPGD(eps=0.1, steps=3)}  # short PGD: fast test
+    perts = {**lsa.default_perturbations(0.1), "PGD": get_attack("pgd", eps=0.1, steps=3)}  # short PGD: fast test
     names, curves = lsa.perturbation_cms(ffn, state.variables(), x[128:144], y[128:144], jax.random.PRNGKey(3),
                                          perts)
     assert set(curves) == {"FGSM", "PGD", "Gaussian", "Salt", "Pepper", "Speckle"}

@@ -33,56 +33,13 @@ from advjax.losses.lsa import layer_comparison_measures
 Array = Any
 
 # ----------------------------------------------------------------------------------------------
-# Perturbations. The library's attacks (advjax.attacks) are used when present; the small private
-# versions below keep LSA usable on its own and follow the same call shape
-# ``perturb(apply_fn, variables, x, y, key) -> x_pert``.
+# Perturbations: the library's attacks (advjax.attacks), plus statistical noise for the unbounded
+# Moon domain, all with the attack call shape ``perturb(apply_fn, variables, x, y, key) -> x_pert``.
 # ----------------------------------------------------------------------------------------------
 
 
 def _clip(x, domain):
     return x if domain is None else jnp.clip(x, domain[0], domain[1])
-
-
-def _ce(logits, y):
-    return -jnp.sum(jax.nn.log_softmax(logits) * jax.nn.one_hot(y, logits.shape[-1]), axis=-1)
-
-
-@dataclasses.dataclass(frozen=True)
-class LinfPGD:
-    """L-inf PGD (Madry et al.); steps=1, alpha=eps, random_start=False is FGSM (Goodfellow et al.).
-
-    ``domain=None`` means an unbounded input space (the Moon features)."""
-    eps: float
-    steps: int = 10
-    alpha: float | None = None
-    random_start: bool = True
-    domain: tuple[float, float] | None = (0.0, 1.0)
-
-    def __post_init__(self):
-        if self.eps < 0:
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-
-    def __call__(self, apply_fn, variables, x, y, key):
-        alpha = self.alpha if self.alpha is not None else (self.eps if self.steps == 1 else 2.5 * self.eps / self.steps)
-
-        def loss(z):
-            return jnp.sum(_ce(apply_fn(variables, z), y))
-
-        delta = jnp.zeros_like(x)
-        if self.random_start:
-            delta = jax.random.uniform(key, x.shape, x.dtype, -self.eps, self.eps)
-        z = _clip(x + delta, self.domain)
-        for _ in range(self.steps):  # unrolled: faster on XLA:CPU (DESIGN.md)
-            g = jax.grad(loss)(z)
-            z = z + alpha * jnp.sign(g)
-            z = _clip(x + jnp.clip(z - x, -self.eps, self.eps), self.domain)
-        return jax.lax.stop_gradient(z)
-
-
-def fgsm(eps: float, domain=(0.0, 1.0)) -> LinfPGD:
-    return LinfPGD(eps=eps, steps=1, alpha=eps, random_start=False, domain=domain)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,25 +78,19 @@ def default_perturbations(eps: float, domain=(0.0, 1.0), noise_std: float | None
     Gaussian and speckle noise have standard deviation ``noise_std`` (default: eps); salt and
     pepper hit a fraction ``noise_amount`` of the entries.
 
-    Uses ``advjax.attacks`` for FGSM / PGD when it is importable, else the private versions here."""
+    FGSM and PGD come from ``advjax.attacks``; the noise is the library's for a bounded domain and
+    ``StatisticalNoise`` for the unbounded Moon features (the library's salt / pepper need a box)."""
+    from advjax.attacks import get_attack
+
     std = eps if noise_std is None else noise_std
     kinds = ("gaussian", "salt", "pepper", "speckle")
-    adv = None
-    try:  # the library's attacks (advjax.attacks), when they exist
-        from advjax.attacks import get_attack  # type: ignore
-
-        adv = {"FGSM": get_attack("fgsm", eps=eps, domain=domain),
-               "PGD": get_attack("pgd", eps=eps, domain=domain)}
-        if domain is not None:  # the library's salt / pepper need a bounded domain
-            stat = {k.capitalize(): get_attack(k, eps=std if k in ("gaussian", "speckle") else noise_amount,
-                                               domain=domain) for k in kinds}
-            return {**adv, **stat}
-    except (ImportError, AttributeError, TypeError):
-        adv = None
-    if adv is None:
-        adv = {"FGSM": fgsm(eps, domain), "PGD": LinfPGD(eps=eps, steps=10, domain=domain)}
-    stat = {k.capitalize(): StatisticalNoise(k, std if k in ("gaussian", "speckle") else noise_amount, domain)
-            for k in kinds}
+    adv = {"FGSM": get_attack("fgsm", eps=eps, domain=domain), "PGD": get_attack("pgd", eps=eps, domain=domain)}
+    if domain is not None:
+        stat = {k.capitalize(): get_attack(k, eps=std if k in ("gaussian", "speckle") else noise_amount,
+                                           domain=domain) for k in kinds}
+    else:
+        stat = {k.capitalize(): StatisticalNoise(k, std if k in ("gaussian", "speckle") else noise_amount, domain)
+                for k in kinds}
     return {**adv, **stat}
 
 

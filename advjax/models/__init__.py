@@ -8,6 +8,7 @@ stay float32), ``input_shape`` and ``fast_conv`` (conv models: plain-conv input 
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -151,8 +152,13 @@ def init_variables(model: nn.Module, key: jax.Array, batch_size: int = 1):
     return dict(variables)
 
 
+@functools.lru_cache(maxsize=256)
 def logits_fn(model: nn.Module) -> Callable:
-    """``apply_fn(variables, x) -> logits`` in eval mode (batch norm frozen): what attacks take."""
+    """``apply_fn(variables, x) -> logits`` in eval mode (batch norm frozen): what attacks take.
+
+    Cached per model (linen Modules hash by their fields): attacks take ``apply_fn`` as a static
+    jit argument, so handing out the same function for equal models avoids a recompile per call.
+    """
 
     def apply_fn(variables, x):
         return model.apply(variables, x, train=False)
