@@ -67,13 +67,20 @@ def _conv3x3_bwd(res, g):
 conv3x3_same.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
+def _is_same_3x3_padding(padding) -> bool:
+    """True for the padding of a 3x3 SAME conv: flax passes the string "SAME" through unchanged."""
+    if isinstance(padding, str):
+        return padding.upper() == "SAME"
+    return [tuple(p) for p in padding] == [(1, 1), (1, 1)]
+
+
 def _conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                           dimension_numbers=None, feature_group_count=1, precision=None, **kw):
     """``conv_general_dilated`` for flax's nn.Conv, routed to :func:`conv3x3_same` when it applies."""
     simple = (rhs.shape[:2] == (3, 3) and tuple(window_strides) == (1, 1) and feature_group_count == 1
               and (lhs_dilation is None or tuple(lhs_dilation) == (1, 1))
               and (rhs_dilation is None or tuple(rhs_dilation) == (1, 1))
-              and [tuple(p) for p in padding] == [(1, 1), (1, 1)])
+              and _is_same_3x3_padding(padding))
     if simple:
         return conv3x3_same(lhs, rhs)
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
