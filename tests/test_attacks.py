@@ -21,6 +21,7 @@ from hypothesis import given, settings, strategies as st
 from advjax import attacks
 from advjax.attacks import apgd as apgd_mod
 from advjax.attacks import base
+from advjax import losses
 
 # ----------------------------------------------------------------------------------------------
 # tiny models
@@ -49,7 +50,7 @@ FAST = {
     "fgsm": {}, "fgsm-rs": {}, "bim": {"steps": 3}, "pgd": {"steps": 3}, "pgd-l2": {"steps": 3},
     "cw-inf": {"steps": 3}, "apgd-ce": {"steps": 5}, "apgd-dlr": {"steps": 5},
     "apgd-t": {"steps": 4, "n_target_classes": 2}, "fab": {"steps": 3}, "fab-t": {"steps": 3, "n_target_classes": 2},
-    "square": {"n_queries": 20}, "aa": {"steps": 3, "n_target_classes": 2, "n_queries": 10},
+    "square": {"n_queries": 20}, "aa": {"steps": 3, "n_target_classes": 2, "n_queries": 10}, "trades-kl": {"steps": 3},
     "gaussian": {}, "uniform": {}, "speckle": {}, "salt": {}, "pepper": {}, "salt-and-pepper": {},
 }
 NOISE = {"gaussian", "speckle", "salt", "pepper", "salt-and-pepper"}  # no eps-ball (uniform has one)
@@ -285,6 +286,44 @@ def test_apgd_linear_l2_optimum():
     assert float(base.per_example_norm(x_best - x, "l2").max()) <= eps * (1 + 1e-5)
 
 
+def test_apgd_max_loss_output_is_the_highest_loss_point():
+    """output="max_loss" returns x_best of the single run (what APGD-AT trains on): its loss is the
+    run's best loss, never below the loss at the default (adversarial) output, inside the ball."""
+    apply_fn, v, x, y = _linear_binary()
+    eps = 0.1
+    k1 = jax.random.split(jax.random.PRNGKey(0), 1)[0]  # the key APGD.run gives its single restart
+    objective = lambda z: base.attack_loss("ce", z, y, False)  # noqa: E731
+    _, _, loss_best, _ = apgd_mod.apgd_single_run(
+        apply_fn, v, x, k1, objective=objective, robust=lambda z: jnp.argmax(z, -1) == y,
+        eps=eps, norm="linf", steps=20, rho=0.75, domain=(0.0, 1.0), loop="rolled")
+    run = lambda out: attacks.APGD(eps=eps, steps=20, loop="rolled", output=out).run(  # noqa: E731
+        apply_fn, v, x, y, jax.random.PRNGKey(0))
+    xm = run("max_loss")
+    lm, la = objective(apply_fn(v, xm)), objective(apply_fn(v, run("adversarial")))
+    np.testing.assert_allclose(lm, loss_best, rtol=1e-5, atol=1e-6)
+    assert bool(jnp.all(lm >= la - 1e-5))
+    assert float(base.per_example_norm(xm - x, "linf").max()) <= eps * (1 + 1e-6)
+    with pytest.raises(ValueError, match="output"):
+        attacks.APGD(output="best")
+
+
+def test_trades_kl_attack_raises_the_kl_and_ignores_labels():
+    """TRADES' inner maximization: KL(f(x) || f(x')) at its output is larger than at the start
+    x + 0.001 N(0, I); the labels do not matter."""
+    x, y = _data(n=6)
+    atk = attacks.get_attack("trades", eps=0.1, steps=5)
+    assert isinstance(atk, attacks.TradesKL) and atk.alpha == pytest.approx(0.025)
+    key = jax.random.PRNGKey(0)
+    xa = atk(TINY_APPLY, TINY_VARS, x, y, key)
+    np.testing.assert_array_equal(np.asarray(xa), np.asarray(atk(TINY_APPLY, TINY_VARS, x, (y + 1) % 10, key)))
+    clean = TINY_APPLY(TINY_VARS, x)
+    kl = lambda z: losses.trades_kl(TINY_APPLY(TINY_VARS, z), clean)  # noqa: E731
+    x0 = x + 0.001 * jax.random.normal(key, x.shape)
+    assert float(jnp.mean(kl(xa))) > 10 * float(jnp.mean(kl(x0)))
+    with pytest.raises(ValueError, match="targeted"):
+        attacks.TradesKL(targeted=True)
+
+
 @pytest.mark.parametrize("name", ["pgd-l2", "apgd-ce", "fgsm", "fgsm-rs"])
 def test_l2_attacks_respect_l2_ball(name):
     x, y = _data(n=6)
@@ -408,7 +447,7 @@ def test_attacks_lower_accuracy_and_ordering(mnist_model):
 @pytest.mark.parametrize("name,kw", [
     ("fgsm-rs", {}), ("bim", {}), ("cw-inf", {"steps": 10}), ("apgd-dlr", {"steps": 25, "loop": "rolled"}),
     ("apgd-t", {"steps": 10, "n_target_classes": 2, "loop": "rolled"}),
-    ("fab-t", {"steps": 10, "n_target_classes": 2}), ("square", {"n_queries": 300}),
+    ("fab-t", {"steps": 10, "n_target_classes": 2}), ("square", {"n_queries": 300}), ("trades-kl", {}),
 ])
 def test_each_attack_lowers_accuracy(mnist_model, name, kw):
     apply_fn, v, x, y = mnist_model

@@ -3,7 +3,8 @@ in frozen (hashable) dataclasses. One attack per module; ``get_attack(name, **ov
 one by name, ``list_attacks()`` lists the names.
 
 Names: fgsm, fgsm-rs, bim (bimN), pgd (= pgd10; pgdN for N steps), pgd-l2, cw-inf (cwN),
-apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square, aa (autoattack), and the statistical perturbations
+apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square, aa (autoattack), trades-kl (TRADES' inner
+maximization), and the statistical perturbations
 gaussian, uniform, speckle, salt, pepper, salt-and-pepper.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from advjax.attacks.noise import (GaussianNoise, PepperNoise, SaltAndPepperNoise
                                   UniformNoise)
 from advjax.attacks.pgd import PGD
 from advjax.attacks.square import Square
+from advjax.attacks.trades_kl import TradesKL
 
 # name -> (class, preset settings)
 _REGISTRY: dict[str, tuple[type, dict]] = {
@@ -37,6 +39,7 @@ _REGISTRY: dict[str, tuple[type, dict]] = {
     "fab": (FAB, {}),
     "fab-t": (FABT, {}),
     "square": (Square, {}),
+    "trades-kl": (TradesKL, {}),
     "aa": (AutoAttack, {}),
     "gaussian": (GaussianNoise, {}),
     "uniform": (UniformNoise, {}),
@@ -46,7 +49,7 @@ _REGISTRY: dict[str, tuple[type, dict]] = {
     "salt-and-pepper": (SaltAndPepperNoise, {}),
 }
 _ALIASES = {"autoattack": "aa", "cw": "cw-inf", "fgsm_rs": "fgsm-rs", "fast": "fgsm-rs", "apgd": "apgd-ce",
-            "s&p": "salt-and-pepper", "salt_and_pepper": "salt-and-pepper"}
+            "s&p": "salt-and-pepper", "trades": "trades-kl", "kl": "trades-kl", "salt_and_pepper": "salt-and-pepper"}
 _STEPS_RE = re.compile(r"^(pgd|bim|cw)(\d+)$")
 
 
@@ -82,5 +85,5 @@ def get_attack(name: str, **overrides) -> Attack:
 
 
 __all__ = ["Attack", "APGD", "APGDT", "AutoAttack", "BIM", "CWInf", "FAB", "FABT", "FGSM", "FGSMRS",
-           "GaussianNoise", "PGD", "PepperNoise", "SaltAndPepperNoise", "SaltNoise", "SpeckleNoise", "Square",
+           "GaussianNoise", "PGD", "PepperNoise", "SaltAndPepperNoise", "SaltNoise", "SpeckleNoise", "Square", "TradesKL",
            "UniformNoise", "get_attack", "list_attacks", "project_to_ball", "random_start"]

@@ -133,7 +133,10 @@ class APGD(base.Attack):
       still robust. rho: checkpoint threshold (0.75). loss: "ce" | "dlr".
       targeted: y is the target class; the loss is then -CE(target) (the official "ce-targeted").
       loop: loop form (see :mod:`advjax.attacks.base`); 100 steps are rolled under "auto".
-    Returns, per point, the last iterate that succeeded (first successful restart), else x.
+      output: ``"adversarial"`` (default): per point, the last iterate that succeeded (first
+        successful restart), else x, as the official ``perturb``; ``"max_loss"``: the iterate of
+        highest loss (``x_best`` of the official ``attack_single_run``; the best restart), the point
+        APGD-AT trains on.
     """
 
     steps: int = 100
@@ -141,6 +144,7 @@ class APGD(base.Attack):
     rho: float = 0.75
     loss: str = "ce"
     loop: base.Loop = "auto"
+    output: str = "adversarial"
     name: ClassVar[str] = "apgd"
 
     def __post_init__(self):
@@ -152,6 +156,8 @@ class APGD(base.Attack):
             raise ValueError(f"APGD loss must be 'ce' or 'dlr', got {self.loss!r} (APGD-T: use APGDT)")
         if self.loss == "dlr" and self.targeted:
             raise ValueError("targeted APGD uses the CE loss; for targeted DLR use APGDT")
+        if self.output not in ("adversarial", "max_loss"):
+            raise ValueError(f"APGD output must be 'adversarial' or 'max_loss', got {self.output!r}")
 
     def _single(self, apply_fn, variables, x, y, key, objective):
         return apgd_single_run(
@@ -161,6 +167,17 @@ class APGD(base.Attack):
 
     def run(self, apply_fn, variables, x, y, key):
         objective = lambda logits: base.attack_loss(self.loss, logits, y, self.targeted)  # noqa: E731
+        if self.output == "max_loss":
+            best, best_loss = x, None
+            for k in jax.random.split(key, self.restarts):
+                x_best, _, loss_best, _ = self._single(apply_fn, variables, x, y, k, objective)
+                if best_loss is None:
+                    best, best_loss = x_best, loss_best
+                else:
+                    take = loss_best > best_loss
+                    best = jnp.where(base._bcast(take, x), x_best, best)
+                    best_loss = jnp.where(take, loss_best, best_loss)
+            return base.project_to_ball(best, x, self.eps, self.norm, self.domain)
         robust = ~base.is_success(apply_fn(variables, x), y, self.targeted)
         adv = x
         for r, k in enumerate(jax.random.split(key, self.restarts)):

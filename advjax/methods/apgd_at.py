@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from advjax.attacks import APGD
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, ce_forward, check_common, eval_apply_fn, run_attack
+from advjax.methods.base import AdversarialMethod, ce_forward, check_common, run_attack
 
 __all__ = ["APGDAT"]
 
@@ -28,10 +29,16 @@ class APGDAT(AdversarialMethod):
         check_common("apgd_at", eps=self.eps, steps=self.steps, smoothing=self.label_smoothing, domain=self.domain)
 
     def perturb(self, state, x, y, key):
+        return run_attack(self.inner_attack, state, x, y, key)
+
+    @property
+    def inner_attack(self):
+        """``attack`` if given, else APGD-CE returning its highest-loss iterate
+        (``advjax.attacks.APGD(output="max_loss")``)."""
         if self.attack is not None:
-            return run_attack(self.attack, state, x, y, key)
-        return _inner.apgd_ce_linf(eval_apply_fn(state), state.variables(), x, y, key, eps=self.eps,
-                                   steps=self.steps, rho=self.rho, domain=self.domain)
+            return self.attack
+        return APGD(eps=self.eps, steps=self.steps, rho=self.rho, loss="ce", output="max_loss",
+                    domain=self.domain, check_inputs=False)
 
     def loss(self, state, params, x, x_adv, y, key):
         loss, logits, bs = ce_forward(state, params, x_adv, y, smoothing=self.label_smoothing)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from advjax.attacks import FGSM
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, ce_forward, check_common, eval_apply_fn, run_attack
+from advjax.methods.base import AdversarialMethod, ce_forward, check_common, run_attack
 
 __all__ = ["ATFGSM"]
 
@@ -31,11 +32,14 @@ class ATFGSM(AdversarialMethod):
             raise ValueError(f"at_fgsm: weight must be in [0, 1], got {self.weight}")
 
     def perturb(self, state, x, y, key):
+        return run_attack(self.inner_attack, state, x, y, key)
+
+    @property
+    def inner_attack(self):
+        """``attack`` if given, else ``advjax.attacks.FGSM`` (x + eps sign grad, clipped to the domain)."""
         if self.attack is not None:
-            return run_attack(self.attack, state, x, y, key)
-        apply_fn, variables = eval_apply_fn(state), state.variables()
-        g = _inner.sign_grad(lambda z: _inner.cross_entropy(apply_fn(variables, z), y), x)
-        return _inner.clip_domain(x + self.eps * g, self.domain)
+            return self.attack
+        return FGSM(eps=self.eps, domain=self.domain, check_inputs=False)
 
     def loss(self, state, params, x, x_adv, y, key):
         l_clean, logits_c, bs = ce_forward(state, params, x, y, smoothing=self.label_smoothing)

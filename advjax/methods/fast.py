@@ -13,8 +13,9 @@ from typing import Any, Optional
 
 import jax
 
+from advjax.attacks import FGSMRS as FGSMRSAttack
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, ce_forward, check_common, eval_apply_fn, run_attack
+from advjax.methods.base import AdversarialMethod, ce_forward, check_common, run_attack
 
 __all__ = ["FGSMRS"]
 
@@ -35,12 +36,14 @@ class FGSMRS(AdversarialMethod):
         return 1.25 * self.eps if self.alpha is None else self.alpha
 
     def perturb(self, state, x, y, key):
+        return run_attack(self.inner_attack, state, x, y, key)
+
+    @property
+    def inner_attack(self):
+        """``attack`` if given, else ``advjax.attacks.FGSMRS`` with step ``step_size``."""
         if self.attack is not None:
-            return run_attack(self.attack, state, x, y, key)
-        apply_fn, variables = eval_apply_fn(state), state.variables()
-        x0 = _inner.clip_domain(x + _inner.uniform_linf(key, x, self.eps), self.domain)
-        g = _inner.sign_grad(lambda z: _inner.cross_entropy(apply_fn(variables, z), y), x0)
-        return _inner.project_linf(x0 + self.step_size * g, x, self.eps, self.domain)
+            return self.attack
+        return FGSMRSAttack(eps=self.eps, step_size=self.step_size, domain=self.domain, check_inputs=False)
 
     def loss(self, state, params, x, x_adv, y, key):
         loss, logits, bs = ce_forward(state, params, x_adv, y, smoothing=self.label_smoothing)

@@ -16,6 +16,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from advjax.attacks import FGSMRS as FGSMRSAttack
 from advjax.methods import _inner
 from advjax.methods.base import AdversarialMethod, ce_forward, check_common, eval_apply_fn
 
@@ -37,9 +38,8 @@ class FGSMCKPT(AdversarialMethod):
 
     def perturb(self, state, x, y, key):
         apply_fn, variables = eval_apply_fn(state), state.variables()
-        x0 = _inner.clip_domain(x + _inner.uniform_linf(key, x, self.eps), self.domain)
-        g = _inner.sign_grad(lambda z: _inner.cross_entropy(apply_fn(variables, z), y), x0)
-        x_full = _inner.project_linf(x0 + self.alpha * g, x, self.eps, self.domain)
+        x_full = FGSMRSAttack(eps=self.eps, step_size=self.alpha, domain=self.domain,
+                              check_inputs=False).run(apply_fn, variables, x, y, key)
         delta = x_full - x
         bshape = (x.shape[0],) + (1,) * (x.ndim - 1)
         wrong = lambda z: jnp.argmax(apply_fn(variables, z), axis=-1) != y

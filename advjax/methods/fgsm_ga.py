@@ -18,8 +18,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from advjax.attacks import PGD
+from advjax.attacks.base import clip_to_domain
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, ce_forward, check_common, eval_apply_fn, forward, run_attack
+from advjax.methods.base import AdversarialMethod, ce_forward, check_common, forward, run_attack
 
 __all__ = ["FGSMGA", "gradient_alignment"]
 
@@ -51,12 +53,17 @@ class FGSMGA(AdversarialMethod):
             raise ValueError(f"fgsm_ga: lam must be >= 0, got {self.lam}")
 
     def perturb(self, state, x, y, key):
+        return run_attack(self.inner_attack, state, x, y, key)
+
+    @property
+    def inner_attack(self):
+        """``attack`` if given, else one FGSM step of size alpha from x, projected on the eps-ball
+        (``advjax.attacks.PGD`` with one step and no random start)."""
         if self.attack is not None:
-            return run_attack(self.attack, state, x, y, key)
-        apply_fn, variables = eval_apply_fn(state), state.variables()
+            return self.attack
         alpha = self.eps if self.alpha is None else self.alpha
-        g = _inner.sign_grad(lambda z: _inner.cross_entropy(apply_fn(variables, z), y), x)
-        return _inner.project_linf(x + alpha * g, x, self.eps, self.domain)
+        return PGD(eps=self.eps, steps=1, step_size=alpha, random_start=False, domain=self.domain,
+                   check_inputs=False)
 
     def alignment(self, state, params, x, y, key):
         def input_grad(z):
@@ -66,8 +73,8 @@ class FGSMGA(AdversarialMethod):
             return jax.grad(f)(z)
 
         g1 = lax.stop_gradient(input_grad(x))
-        eta = _inner.uniform_linf(key, x, self.eps)
-        g2 = input_grad(_inner.clip_domain(x + eta, self.domain))
+        eta = jax.random.uniform(key, x.shape, x.dtype, -self.eps, self.eps)
+        g2 = input_grad(clip_to_domain(x + eta, self.domain))
         return gradient_alignment(g1, g2)
 
     def loss(self, state, params, x, x_adv, y, key):

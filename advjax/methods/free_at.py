@@ -16,6 +16,7 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
+from advjax.attacks.base import clip_to_domain
 from advjax.methods import _inner
 from advjax.methods.base import check_common, forward
 
@@ -45,7 +46,7 @@ class FreeAT:
         return state.replace(extra={**state.extra, "free_at_delta": jnp.zeros(x.shape, jnp.float32)})
 
     def loss(self, state, params, delta, x, y):
-        x_in = _inner.clip_domain(x + delta, self.domain)
+        x_in = clip_to_domain(x + delta, self.domain)
         logits, bs = forward(state, params, x_in, train=True)
         loss = jnp.mean(_inner.cross_entropy(logits, y, self.label_smoothing))
         return loss, (bs, logits)

@@ -15,8 +15,9 @@ from typing import Any
 import jax.numpy as jnp
 
 from advjax.losses.mart import boosted_cross_entropy, mart_kl
+from advjax.attacks import PGD
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, check_common, eval_apply_fn, forward, run_attack
+from advjax.methods.base import AdversarialMethod, check_common, forward, run_attack
 
 __all__ = ["MART"]
 
@@ -39,10 +40,14 @@ class MART(AdversarialMethod):
             raise ValueError(f"mart: mode must be 'paper' or 'reference', got {self.mode!r}")
 
     def perturb(self, state, x, y, key):
+        return run_attack(self.inner_attack, state, x, y, key)
+
+    @property
+    def inner_attack(self):
+        """``attack`` if given, else L-inf PGD on the CE from a random start (``advjax.attacks.PGD``)."""
         if self.attack is not None:
-            return run_attack(self.attack, state, x, y, key)
-        return _inner.pgd_linf(eval_apply_fn(state), state.variables(), x, y, key, eps=self.eps, alpha=self.alpha,
-                               steps=self.steps, random_start=True, domain=self.domain)
+            return self.attack
+        return PGD(eps=self.eps, steps=self.steps, step_size=self.alpha, domain=self.domain, check_inputs=False)
 
     def loss(self, state, params, x, x_adv, y, key):
         logits_c, bs = forward(state, params, x, train=True)

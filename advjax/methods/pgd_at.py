@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from advjax.attacks import PGD
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, ce_forward, check_common, eval_apply_fn, run_attack
+from advjax.methods.base import AdversarialMethod, ce_forward, check_common, run_attack
 
 __all__ = ["PGDAT"]
 
@@ -33,10 +34,15 @@ class PGDAT(AdversarialMethod):
                      domain=self.domain)
 
     def perturb(self, state, x, y, key):
+        return run_attack(self.inner_attack, state, x, y, key)
+
+    @property
+    def inner_attack(self):
+        """``attack`` if given, else L-inf PGD (``advjax.attacks.PGD``) with this method's settings."""
         if self.attack is not None:
-            return run_attack(self.attack, state, x, y, key)
-        return _inner.pgd_linf(eval_apply_fn(state), state.variables(), x, y, key, eps=self.eps, alpha=self.alpha,
-                               steps=self.steps, random_start=self.random_start, domain=self.domain)
+            return self.attack
+        return PGD(eps=self.eps, steps=self.steps, step_size=self.alpha, random_start=self.random_start,
+                   domain=self.domain, check_inputs=False)
 
     def loss(self, state, params, x, x_adv, y, key):
         loss, logits, bs = ce_forward(state, params, x_adv, y, smoothing=self.label_smoothing)

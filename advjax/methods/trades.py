@@ -15,8 +15,10 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from advjax.attacks import TradesKL
+from advjax.losses import trades_kl
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, check_common, eval_apply_fn, forward, run_attack
+from advjax.methods.base import AdversarialMethod, check_common, forward, run_attack
 
 __all__ = ["TRADES"]
 
@@ -36,16 +38,21 @@ class TRADES(AdversarialMethod):
             raise ValueError(f"trades: beta must be >= 0, got {self.beta}")
 
     def perturb(self, state, x, y, key):
+        return run_attack(self.inner_attack, state, x, y, key)
+
+    @property
+    def inner_attack(self):
+        """``attack`` if given, else the KL maximization ``advjax.attacks.TradesKL``."""
         if self.attack is not None:
-            return run_attack(self.attack, state, x, y, key)
-        return _inner.trades_kl_linf(eval_apply_fn(state), state.variables(), x, key, eps=self.eps,
-                                     alpha=self.alpha, steps=self.steps, domain=self.domain)
+            return self.attack
+        return TradesKL(eps=self.eps, steps=self.steps, step_size=self.alpha, domain=self.domain,
+                        check_inputs=False)
 
     def loss(self, state, params, x, x_adv, y, key):
         logits_c, bs = forward(state, params, x, train=True)
         logits_a, bs = forward(state, params, x_adv, train=True, batch_stats=bs)
         natural = jnp.mean(_inner.cross_entropy(logits_c, y))
-        robust = jnp.mean(_inner.kl_div(logits_c, logits_a))
+        robust = jnp.mean(trades_kl(logits_a.astype(jnp.float32), logits_c.astype(jnp.float32)))
         loss = natural + self.beta * robust
         return loss, (bs, {"acc": _inner.accuracy(logits_a, y), "clean_acc": _inner.accuracy(logits_c, y),
                            "natural": natural, "robust_kl": robust})

@@ -90,16 +90,8 @@ def prepare_run_dir(config: TrainConfig) -> pathlib.Path:
 
 
 def _pgd_attack(eps, steps, alpha, domain=(0.0, 1.0)):
-    try:
-        from advjax.attacks import PGD  # the attacks engineer's contract attack
-        atk = PGD(eps=eps, steps=steps, step_size=alpha, random_start=True, domain=domain)
-        return atk.run
-    except (ImportError, TypeError):
-        from advjax.methods import _inner
-
-        def run(apply_fn, variables, x, y, key):
-            return _inner.pgd_linf(apply_fn, variables, x, y, key, eps=eps, alpha=alpha, steps=steps, domain=domain)
-        return run
+    from advjax.attacks import PGD
+    return PGD(eps=eps, steps=steps, step_size=alpha, random_start=True, domain=domain, check_inputs=False).run
 
 
 def make_eval_fn(model, mesh, eps, steps, alpha, domain=(0.0, 1.0)):
