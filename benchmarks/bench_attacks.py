@@ -52,8 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--batch-b", type=int, default=128, help="Model B batch per round (default 128)")
     p.add_argument("--batch-r", type=int, default=8, help="ResNet-18 batch per round (default 8)")
     p.add_argument("--aa-batch-b", type=int, default=32,
-                   help="Model B batch for AutoAttack (default 32: advjax's AutoAttack runs every sub-attack on "
-                        "the whole batch, Square's 5000 queries included, so a round costs minutes)")
+                   help="Model B batch for AutoAttack (default 32: a round of the full AutoAttack, Square's "
+                        "5000 queries included, costs minutes; both sides run each sub-attack on the points "
+                        "still robust only)")
     p.add_argument("--eps-b", type=float, default=0.1,
                    help="L-inf radius for Model B (default 0.1: the briefly trained, non-robust model keeps "
                         "a robust accuracy far from 0 and 100%%, so agreement is informative)")
