@@ -126,18 +126,22 @@ def optimizer_config(schedule: str, epochs: int, lr: float = 0.1):
 
 def train_one(run_dir, method: str, method_kwargs: dict, *, model: str, train, test, epochs: int,
               schedule: str, batch_size: int = 128, lr: float = 0.1, monitor_size: int = 500,
-              augment: bool = True, seed: int = 0, eval_eps: float = EPS):
-    """One training run with the engine's loop (per-epoch clean + PGD-10 monitor, best/last ckpts)."""
+              augment: bool = True, seed: int = 0, eval_eps: float = EPS, eval_alpha: float = 2 / 255,
+              dataset: str = "cifar10", optimizer=None):
+    """One training run with the engine's loop (per-epoch clean + PGD-10 monitor, best/last ckpts).
+
+    ``optimizer``: an ``OptimizerConfig``; default SGD with ``schedule`` and peak ``lr``."""
     from advjax.train.config import TrainConfig
     from advjax.train.loop import fit
 
     kw = dict(method_kwargs)
     if method == "fgsm_sdi" and kw.get("mode") == "reference":
         kw.setdefault("steps_per_epoch", len(train[0]) // batch_size)
-    cfg = TrainConfig(model=model, dataset="cifar10", method=method, method_kwargs=kw, epochs=epochs,
-                      batch_size=batch_size, optimizer=optimizer_config(schedule, epochs, lr), augment=augment,
-                      seed=seed, eval_size=monitor_size, eval_steps=10, eval_eps=eval_eps,
-                      eval_alpha=2 / 255, run_dir=str(run_dir), num_classes=10, input_shape=(32, 32, 3))
+    cfg = TrainConfig(model=model, dataset=dataset, method=method, method_kwargs=kw, epochs=epochs,
+                      batch_size=batch_size, optimizer=optimizer or optimizer_config(schedule, epochs, lr),
+                      augment=augment, seed=seed, eval_size=monitor_size, eval_steps=10, eval_eps=eval_eps,
+                      eval_alpha=eval_alpha, run_dir=str(run_dir), num_classes=10,
+                      input_shape=tuple(int(d) for d in train[0].shape[1:]))
     return fit(cfg, train_data=train, test_data=test, progress=False)
 
 

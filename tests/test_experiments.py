@@ -95,3 +95,18 @@ def test_quick_moon_experiment_produces_complete_table(tmp_path, monkeypatch):
     # eps = 0 is clean accuracy: both attacks agree there
     assert all(rec["metrics"]["accuracy_fgsm"][r][0] == pytest.approx(acc[r][0]) for r in rows)
     assert rec["config"]["epochs"] == 1 and rec["seed"] == 0 and "jax" in rec["versions"]
+
+
+def test_sdi_overfitting_collapse_detector():
+    """Catastrophic overfitting is detected by either signature, and a robust run is not flagged."""
+    from experiments.sdi_overfitting import collapsed
+
+    def h(e, test_pgd, train_pgd, own):
+        return {"epoch": e, "test_pgd_acc": test_pgd, "train_pgd_acc": train_pgd, "train_acc": own}
+
+    # (a) robust, then PGD accuracy falls from 40% to 1%
+    assert collapsed([h(1, 0.3, 0.3, 0.4), h(2, 0.4, 0.4, 0.5), h(3, 0.01, 0.02, 0.9)]) == 3
+    # (b) never robust, but fits its own FGSM examples (96%) while PGD stays at 0 (MNIST eps 0.4)
+    assert collapsed([h(1, 0.03, 0.03, 0.1), h(2, 0.0, 0.0, 0.23), h(3, 0.0, 0.0, 0.82)]) == 3
+    # a slow but honest run: own-example accuracy tracks PGD accuracy
+    assert collapsed([h(1, 0.03, 0.03, 0.07), h(2, 0.1, 0.11, 0.4), h(3, 0.16, 0.18, 0.88)]) is None
