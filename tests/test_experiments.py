@@ -110,3 +110,5 @@ def test_sdi_overfitting_collapse_detector():
     assert collapsed([h(1, 0.03, 0.03, 0.1), h(2, 0.0, 0.0, 0.23), h(3, 0.0, 0.0, 0.82)]) == 3
     # a slow but honest run: own-example accuracy tracks PGD accuracy
     assert collapsed([h(1, 0.03, 0.03, 0.07), h(2, 0.1, 0.11, 0.4), h(3, 0.16, 0.18, 0.88)]) is None
+    # the signature for one epoch, then recovery (FGSM-SDI at eps 0.4): not a collapse
+    assert collapsed([h(1, 0.02, 0.02, 0.3), h(2, 0.016, 0.018, 0.73), h(3, 0.15, 0.19, 0.87)]) is None
