@@ -43,7 +43,8 @@ EXPERIMENT = Experiment(
     description="LSA paper Table 3: Model B on MNIST, AT-APGD vs AT-APGD-LR-L0 (CPU scale: MNIST test split 8k/2k)",
     paper='Khalooei et al., "Layer-wise Regularized Adversarial Training using Layers Sustainability Analysis", Table 3',
     expected_runtime={"quick": "~4 min CPU time (11 min wall on a busy 2-core machine)",
-                      "cpu": "~20 min on 2 CPU cores (8000 images x 5 epochs of APGD-10 AT, two variants)",
+                      "cpu": "over 1.5 h on 2 shared CPU cores (8000 images x 5 epochs of APGD-10 AT, two variants; a run "
+                             "was stopped unfinished after 77 min)",
                       "paper": "hours on CPU; minutes on a GPU"},
     paper_values=PAPER_TABLE3,
     run=run,
