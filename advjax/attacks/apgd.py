@@ -168,15 +168,13 @@ class APGD(base.Attack):
     def run(self, apply_fn, variables, x, y, key):
         objective = lambda logits: base.attack_loss(self.loss, logits, y, self.targeted)  # noqa: E731
         if self.output == "max_loss":
-            best, best_loss = x, None
-            for k in jax.random.split(key, self.restarts):
+            keys = jax.random.split(key, self.restarts)
+            best, _, best_loss, _ = self._single(apply_fn, variables, x, y, keys[0], objective)
+            for k in keys[1:]:
                 x_best, _, loss_best, _ = self._single(apply_fn, variables, x, y, k, objective)
-                if best_loss is None:
-                    best, best_loss = x_best, loss_best
-                else:
-                    take = loss_best > best_loss
-                    best = jnp.where(base._bcast(take, x), x_best, best)
-                    best_loss = jnp.where(take, loss_best, best_loss)
+                take = loss_best > best_loss
+                best = jnp.where(base._bcast(take, x), x_best, best)
+                best_loss = jnp.where(take, loss_best, best_loss)
             return base.project_to_ball(best, x, self.eps, self.norm, self.domain)
         robust = ~base.is_success(apply_fn(variables, x), y, self.targeted)
         adv = x

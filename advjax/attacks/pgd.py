@@ -11,6 +11,18 @@ import jax.numpy as jnp
 from advjax.attacks import base
 
 
+def ascend(apply_fn, variables, x, x0, objective, *, eps, norm, domain, alpha, steps, loop):
+    """``steps`` projected steepest-ascent steps of size ``alpha`` on ``objective(logits)`` from
+    ``x0``, each projected on the ``norm`` ball of radius ``eps`` around ``x`` and the domain."""
+
+    def body(i, xa):
+        _, _, g = base.loss_logits_grad(apply_fn, variables, xa, objective)
+        xa = xa + alpha * base.steepest_direction(g, norm)
+        return base.project_to_ball(xa, x, eps, norm, domain)
+
+    return base.fori(steps, body, x0, loop)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PGD(base.Attack):
     """``x_{t+1} = Proj_{ball, domain}(x_t + alpha * dir(grad_x L(x_t, y)))`` for ``steps`` steps.
@@ -52,15 +64,9 @@ class PGD(base.Attack):
         return lambda logits: base.attack_loss(self.loss, logits, y, self.targeted)
 
     def _single(self, apply_fn, variables, x, y, key):
-        objective = self._objective(y)
         x0 = base.random_start(key, x, self.eps, self.norm, self.domain) if self.random_start else x
-
-        def body(i, xa):
-            _, _, g = base.loss_logits_grad(apply_fn, variables, xa, objective)
-            xa = xa + self.alpha * base.steepest_direction(g, self.norm)
-            return base.project_to_ball(xa, x, self.eps, self.norm, self.domain)
-
-        return base.fori(self.steps, body, x0, self.loop)
+        return ascend(apply_fn, variables, x, x0, self._objective(y), eps=self.eps, norm=self.norm,
+                      domain=self.domain, alpha=self.alpha, steps=self.steps, loop=self.loop)
 
     def run(self, apply_fn, variables, x, y, key):
         keys = jax.random.split(key, self.restarts)

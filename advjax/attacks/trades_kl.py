@@ -17,6 +17,7 @@ import jax
 
 from advjax import losses as _losses
 from advjax.attacks import base
+from advjax.attacks.pgd import ascend
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -53,13 +54,8 @@ class TradesKL(base.Attack):
         clean = jax.lax.stop_gradient(apply_fn(variables, x))
         objective = lambda logits: _losses.trades_kl(logits, clean)  # noqa: E731
         x0 = x + self.init_std * jax.random.normal(key, x.shape, x.dtype)
-
-        def body(i, xa):
-            _, _, g = base.loss_logits_grad(apply_fn, variables, xa, objective)
-            xa = xa + self.alpha * base.steepest_direction(g, self.norm)
-            return base.project_to_ball(xa, x, self.eps, self.norm, self.domain)
-
-        out = base.fori(self.steps, body, x0, self.loop)
+        out = ascend(apply_fn, variables, x, x0, objective, eps=self.eps, norm=self.norm, domain=self.domain,
+                     alpha=self.alpha, steps=self.steps, loop=self.loop)
         return base.project_to_ball(out, x, self.eps, self.norm, self.domain)
 
 

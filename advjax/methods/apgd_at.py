@@ -11,7 +11,7 @@ from typing import Any
 
 from advjax.attacks import APGD
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, ce_forward, check_common, run_attack
+from advjax.methods.base import AdversarialMethod, ce_forward, check_common
 
 __all__ = ["APGDAT"]
 
@@ -28,15 +28,9 @@ class APGDAT(AdversarialMethod):
     def __post_init__(self):
         check_common("apgd_at", eps=self.eps, steps=self.steps, smoothing=self.label_smoothing, domain=self.domain)
 
-    def perturb(self, state, x, y, key):
-        return run_attack(self.inner_attack, state, x, y, key)
-
-    @property
-    def inner_attack(self):
-        """``attack`` if given, else APGD-CE returning its highest-loss iterate
+    def default_attack(self):
+        """APGD-CE returning its highest-loss iterate
         (``advjax.attacks.APGD(output="max_loss")``)."""
-        if self.attack is not None:
-            return self.attack
         return APGD(eps=self.eps, steps=self.steps, rho=self.rho, loss="ce", output="max_loss",
                     domain=self.domain, check_inputs=False)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from advjax.attacks import FGSM
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, ce_forward, check_common, run_attack
+from advjax.methods.base import AdversarialMethod, ce_forward, check_common
 
 __all__ = ["ATFGSM"]
 
@@ -31,14 +31,8 @@ class ATFGSM(AdversarialMethod):
         if not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"at_fgsm: weight must be in [0, 1], got {self.weight}")
 
-    def perturb(self, state, x, y, key):
-        return run_attack(self.inner_attack, state, x, y, key)
-
-    @property
-    def inner_attack(self):
-        """``attack`` if given, else ``advjax.attacks.FGSM`` (x + eps sign grad, clipped to the domain)."""
-        if self.attack is not None:
-            return self.attack
+    def default_attack(self):
+        """``advjax.attacks.FGSM`` (x + eps sign grad, clipped to the domain)."""
         return FGSM(eps=self.eps, domain=self.domain, check_inputs=False)
 
     def loss(self, state, params, x, x_adv, y, key):

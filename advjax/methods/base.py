@@ -69,7 +69,8 @@ def check_eps(name: str, eps: float, *, upper: float | None = None) -> None:
 class AdversarialMethod:
     """Base of "perturb, then one gradient step" methods (see module docstring).
 
-    Subclasses implement ``perturb`` and ``loss``; ``step`` is generic. ``objective`` evaluates the
+    Subclasses implement ``loss`` and either ``default_attack`` (their paper's attack from
+    ``advjax.attacks``; an ``attack`` field overrides it) or ``perturb``; ``step`` is generic. ``objective`` evaluates the
     method's own training objective at fixed keys (used by tests and diagnostics).
     """
 
@@ -77,7 +78,19 @@ class AdversarialMethod:
         return state
 
     def perturb(self, state: TrainState, x, y, key):
-        raise NotImplementedError(f"{type(self).__name__}.perturb")
+        """``inner_attack`` run on the eval-mode model; override for other perturbations."""
+        return run_attack(self.inner_attack, state, x, y, key)
+
+    @property
+    def inner_attack(self):
+        """The method's ``attack`` field when set, else its paper's attack (``default_attack``)."""
+        attack = getattr(self, "attack", None)
+        return attack if attack is not None else self.default_attack()
+
+    def default_attack(self):
+        """The paper's inner maximization as an ``advjax.attacks`` attack, built from the settings."""
+        raise NotImplementedError(f"{type(self).__name__} has no default attack: implement "
+                                  "default_attack() or perturb()")
 
     def loss(self, state: TrainState, params, x, x_adv, y, key):
         raise NotImplementedError(f"{type(self).__name__}.loss")

@@ -15,7 +15,7 @@ import jax
 
 from advjax.attacks import FGSMRS as FGSMRSAttack
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, ce_forward, check_common, run_attack
+from advjax.methods.base import AdversarialMethod, ce_forward, check_common
 
 __all__ = ["FGSMRS"]
 
@@ -35,14 +35,8 @@ class FGSMRS(AdversarialMethod):
     def step_size(self) -> float:
         return 1.25 * self.eps if self.alpha is None else self.alpha
 
-    def perturb(self, state, x, y, key):
-        return run_attack(self.inner_attack, state, x, y, key)
-
-    @property
-    def inner_attack(self):
-        """``attack`` if given, else ``advjax.attacks.FGSMRS`` with step ``step_size``."""
-        if self.attack is not None:
-            return self.attack
+    def default_attack(self):
+        """``advjax.attacks.FGSMRS`` with step ``step_size``."""
         return FGSMRSAttack(eps=self.eps, step_size=self.step_size, domain=self.domain, check_inputs=False)
 
     def loss(self, state, params, x, x_adv, y, key):

@@ -21,7 +21,7 @@ from jax import lax
 from advjax.attacks import PGD
 from advjax.attacks.base import clip_to_domain
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, ce_forward, check_common, forward, run_attack
+from advjax.methods.base import AdversarialMethod, ce_forward, check_common, forward
 
 __all__ = ["FGSMGA", "gradient_alignment"]
 
@@ -52,15 +52,9 @@ class FGSMGA(AdversarialMethod):
         if self.lam < 0:
             raise ValueError(f"fgsm_ga: lam must be >= 0, got {self.lam}")
 
-    def perturb(self, state, x, y, key):
-        return run_attack(self.inner_attack, state, x, y, key)
-
-    @property
-    def inner_attack(self):
-        """``attack`` if given, else one FGSM step of size alpha from x, projected on the eps-ball
+    def default_attack(self):
+        """One FGSM step of size alpha from x, projected on the eps-ball
         (``advjax.attacks.PGD`` with one step and no random start)."""
-        if self.attack is not None:
-            return self.attack
         alpha = self.eps if self.alpha is None else self.alpha
         return PGD(eps=self.eps, steps=1, step_size=alpha, random_start=False, domain=self.domain,
                    check_inputs=False)

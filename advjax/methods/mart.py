@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from advjax.losses.mart import boosted_cross_entropy, mart_kl
 from advjax.attacks import PGD
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, check_common, forward, run_attack
+from advjax.methods.base import AdversarialMethod, check_common, forward
 
 __all__ = ["MART"]
 
@@ -39,14 +39,8 @@ class MART(AdversarialMethod):
         if self.mode not in ("paper", "reference"):
             raise ValueError(f"mart: mode must be 'paper' or 'reference', got {self.mode!r}")
 
-    def perturb(self, state, x, y, key):
-        return run_attack(self.inner_attack, state, x, y, key)
-
-    @property
-    def inner_attack(self):
-        """``attack`` if given, else L-inf PGD on the CE from a random start (``advjax.attacks.PGD``)."""
-        if self.attack is not None:
-            return self.attack
+    def default_attack(self):
+        """L-inf PGD on the CE from a random start (``advjax.attacks.PGD``)."""
         return PGD(eps=self.eps, steps=self.steps, step_size=self.alpha, domain=self.domain, check_inputs=False)
 
     def loss(self, state, params, x, x_adv, y, key):

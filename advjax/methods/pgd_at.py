@@ -14,7 +14,7 @@ from typing import Any
 
 from advjax.attacks import PGD
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, ce_forward, check_common, run_attack
+from advjax.methods.base import AdversarialMethod, ce_forward, check_common
 
 __all__ = ["PGDAT"]
 
@@ -33,14 +33,8 @@ class PGDAT(AdversarialMethod):
         check_common("pgd_at", eps=self.eps, alpha=self.alpha, steps=self.steps, smoothing=self.label_smoothing,
                      domain=self.domain)
 
-    def perturb(self, state, x, y, key):
-        return run_attack(self.inner_attack, state, x, y, key)
-
-    @property
-    def inner_attack(self):
-        """``attack`` if given, else L-inf PGD (``advjax.attacks.PGD``) with this method's settings."""
-        if self.attack is not None:
-            return self.attack
+    def default_attack(self):
+        """L-inf PGD (``advjax.attacks.PGD``) with this method's settings."""
         return PGD(eps=self.eps, steps=self.steps, step_size=self.alpha, random_start=self.random_start,
                    domain=self.domain, check_inputs=False)
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from advjax.attacks import TradesKL
 from advjax.losses import trades_kl
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, check_common, forward, run_attack
+from advjax.methods.base import AdversarialMethod, check_common, forward
 
 __all__ = ["TRADES"]
 
@@ -37,14 +37,8 @@ class TRADES(AdversarialMethod):
         if self.beta < 0:
             raise ValueError(f"trades: beta must be >= 0, got {self.beta}")
 
-    def perturb(self, state, x, y, key):
-        return run_attack(self.inner_attack, state, x, y, key)
-
-    @property
-    def inner_attack(self):
-        """``attack`` if given, else the KL maximization ``advjax.attacks.TradesKL``."""
-        if self.attack is not None:
-            return self.attack
+    def default_attack(self):
+        """The KL maximization ``advjax.attacks.TradesKL``."""
         return TradesKL(eps=self.eps, steps=self.steps, step_size=self.alpha, domain=self.domain,
                         check_inputs=False)
 
