@@ -5,11 +5,11 @@ models (MVL list, per-layer CM curves for FGSM / PGD / statistical perturbations
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from advjax.analysis import lsa as lsa_analysis
@@ -17,7 +17,8 @@ from advjax.analysis import plots
 from advjax.losses.lsa import at_lr_name
 from experiments import _lsa_train as T
 from experiments.base import ExperimentResult, accuracy_table
-from advjax.attacks import get_attack
+from advjax.attacks import PGD, get_attack
+from advjax.eval import robust_accuracy
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -44,6 +45,8 @@ class ImageTableConfig:
     eta: float = 0.5
     shuffle_seed: int | None = None  # for class-sorted files (the shared CIFAR-10 npz)
     plots: bool = True
+    trainer: str = "fit"             # "fit": the engine's loop, one variant after the other (fast on
+                                     # CPU: the attack is unrolled); "vmap": _lsa_train's fused scan
 
 
 def _load(cfg: ImageTableConfig):
@@ -61,6 +64,40 @@ def _load(cfg: ImageTableConfig):
     return f(tr.x), np.asarray(tr.y, np.int32), f(te.x), np.asarray(te.y, np.int32), tr, te
 
 
+_ENGINE_NAMES = {"normal": "standard", "at_fgsm": "at_fgsm", "pgd": "pgd_at", "trades": "trades",
+                 "fast": "fgsm_rs", "apgd": "apgd_at"}
+
+
+def _fit_variants(cfg: ImageTableConfig, tcfg, model, x, y, xt, yt, out_dir, seed):
+    """Train the base method and its AT-LR variant one after the other with the engine's ``fit``
+    (same seed: same initial weights, same batches, same attack noise). Returns the variables by
+    name, the per-epoch mean training loss [2, epochs] and the per-epoch monitor records."""
+    from advjax.methods.at_lr import at_lr
+    from advjax.train.config import TrainConfig
+    from advjax.train.loop import fit
+    from advjax.train.optim import OptimizerConfig
+
+    base_m = T.engine_method(cfg.base, tcfg)
+    methods = [base_m, at_lr(base_m, (cfg.lr_layer,), cfg.gamma)]
+    opt = OptimizerConfig(name=cfg.optimizer, lr=cfg.lr) if cfg.optimizer == "adam" else \
+        OptimizerConfig(name=cfg.optimizer, lr=cfg.lr, momentum=0.9)
+    variables, losses, history = {}, [], {}
+    tag = hashlib.sha1(repr(sorted(dataclasses.asdict(cfg).items())).encode()).hexdigest()[:8]  # one dir per config
+    for m in methods:
+        name = T.PAPER_NAMES[cfg.base] if m is base_m else m.name
+        reg = _ENGINE_NAMES[cfg.base] if m is base_m else "at_lr"  # the registry's name (the run's label)
+        tc = TrainConfig(model=cfg.model, dataset=cfg.dataset, method=reg, epochs=cfg.epochs,
+                         batch_size=cfg.batch_size, optimizer=opt, seed=seed, eval_size=min(500, len(xt)),
+                         eval_steps=10, eval_eps=cfg.train_eps, run_dir=str(pathlib.Path(out_dir) / "runs" / f"{name}-{tag}"),
+                         num_classes=int(np.max(y)) + 1, input_shape=tuple(int(d) for d in x.shape[1:]))
+        print(f"[lsa] training {name}: {cfg.epochs} epoch(s) on {len(x)} images", flush=True)
+        res = fit(tc, train_data=(x, y), test_data=(xt, yt), model=model, method=m, progress=True)
+        variables[name] = res.state.variables()
+        history[name] = res.history
+        losses.append([float(h.get("train_loss", h.get("loss", np.nan))) for h in res.history])
+    return variables, np.asarray(losses), history
+
+
 def run_image_table(cfg: ImageTableConfig, out_dir, seed: int, title: str, notes: list[str],
                     paper: dict | None = None) -> ExperimentResult:
     out_dir = pathlib.Path(out_dir)
@@ -74,21 +111,27 @@ def run_image_table(cfg: ImageTableConfig, out_dir, seed: int, title: str, notes
                          pgd_steps=cfg.steps, domain=domain, optimizer=cfg.optimizer)
     base_name = T.PAPER_NAMES[cfg.base]
     names = [base_name, at_lr_name(base_name, cfg.lr_layer)]
-    gam = np.array([[0.0], [cfg.gamma]], np.float32)
-    stacked, losses = T.train_variants(cfg.base, init_fn, features_fn, x, y, gam, (cfg.lr_layer,), tcfg,
-                                       jax.random.PRNGKey(seed), model=model)
-    jax.block_until_ready(stacked)
+    if cfg.trainer == "fit":
+        variables, losses, history = _fit_variants(cfg, tcfg, model, x, y, xt, yt, out_dir, seed)
+    else:
+        gam = np.array([[0.0], [cfg.gamma]], np.float32)
+        stacked, losses = T.train_variants(cfg.base, init_fn, x, y, gam, (cfg.lr_layer,), tcfg,
+                                           jax.random.PRNGKey(seed), model)
+        jax.block_until_ready(stacked)
+        variables = {n: T.unstack(stacked, i) for i, n in enumerate(names)}
+        history = {}
     t_train = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    acc = T.evaluate_variants(stacked, features_fn, xt, yt, cfg.eval_eps, jax.random.PRNGKey(seed + 1), "pgd",
-                              cfg.eval_steps, domain=domain)
+    table = {}
+    for n in names:
+        res = robust_accuracy(model, variables[n], (xt, yt), {"pgd": PGD(steps=cfg.eval_steps)}, cfg.eval_eps,
+                              batch_size=250, key=seed + 1, domain=domain, progress=False, checks=False)
+        table[n] = [100.0 * res.table["pgd"][e] for e in res.eps_list]  # percent, as the paper prints
     t_eval = time.perf_counter() - t1
-    table = {n: acc[i].tolist() for i, n in enumerate(names)}
     rg = {n: float(sum(v)) for n, v in table.items()}
 
     t2 = time.perf_counter()
-    variables = {n: T.unstack(stacked, i) for i, n in enumerate(names)}
     lk = jax.random.PRNGKey(seed + 2)
     probe_eps = cfg.train_eps
     mvl_rows, mvls, panels, layer_names = [], {}, {}, None
@@ -133,5 +176,6 @@ def run_image_table(cfg: ImageTableConfig, out_dir, seed: int, title: str, notes
     config = dict(dataclasses.asdict(cfg), rows=names)
     metrics = {"accuracy_pgd": table, "rg_pgd": rg, "mvl": mvls, "cm_curves": panels,
                "training_loss": {n: np.asarray(losses[i]).tolist() for i, n in enumerate(names)},
+               "per_epoch": history,
                "times_s": {"train": t_train, "eval": t_eval, "lsa": t_lsa}}
     return ExperimentResult(markdown="\n".join(md), config=config, metrics=metrics, plots=plot_files)

@@ -7,8 +7,9 @@ import sys
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", help="experiment to run (see --list)")
-    parser.add_argument("--scale", choices=("cpu", "paper"), default="cpu",
-                        help="cpu: sized for 2 CPU cores; paper: the paper's settings")
+    parser.add_argument("--scale", default="cpu",
+                        help="cpu (default): sized for 2 CPU cores; paper: the paper's settings; some experiments "
+                             "have more (sdi-k and sdi-overfitting: cifar-cpu), shown by --list")
     parser.add_argument("--quick", action="store_true", help="a shorter run (fewer epochs) for smoke tests and the README")
     parser.add_argument("--list", action="store_true", help="list every experiment with its expected run time")
     parser.add_argument("--out", default="results", help="results root; writes OUT/NAME/")

@@ -19,7 +19,7 @@ PAPER_TABLE3: dict[str, list[float]] = {}
 
 CPU = ImageTableConfig(model="model_b", dataset="mnist", train_split="test[:8000]", test_split="test[8000:]",
                        base="apgd", lr_layer=0, gamma=1.0, train_eps=0.3, eval_eps=(0.0, 0.1, 0.2, 0.3),
-                       epochs=5, batch_size=128, lr=1e-3, steps=10, eval_steps=10, n_eval=500)
+                       epochs=15, batch_size=128, lr=1e-3, steps=10, eval_steps=10, n_eval=500)
 QUICK = dataclasses.replace(CPU, train_split="test[:1024]", epochs=1, n_eval=200, steps=5, eval_steps=5,
                            lsa_samples=100)
 PAPER = dataclasses.replace(CPU, train_split="train", test_split="test", epochs=20, n_eval=10000, eval_steps=20,

@@ -28,7 +28,7 @@ from advjax.analysis import plots
 from advjax.losses.lsa import at_lr_name
 from experiments import _lsa_train as T
 from experiments.base import Experiment, ExperimentResult, accuracy_table
-from advjax.attacks import get_attack
+from advjax.attacks import FGSM, PGD, get_attack
 
 EPS_EVAL = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 BASES = ("at_fgsm", "pgd", "trades", "fast")
@@ -87,7 +87,7 @@ def train_all(cfg: MoonConfig, seed: int, data):
     """Train the 16 models of Table 2. Returns (names, stacked variables [16, ...], losses, timings)."""
     x, y = data[0], data[1]
     init_fn, features_fn, src, model = T.model_fns("model_a", 2, (2,))
-    src += "; methods: " + ("advjax.methods + at_lr (Regularized)" if T.engine_available() else "private fallback losses")
+    src += "; methods: advjax.methods + at_lr (Regularized)"
     tcfg = T.TrainConfig(eps=cfg.train_eps, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                          pgd_steps=cfg.pgd_steps, trades_beta=cfg.trades_beta, domain=None)
     key = jax.random.PRNGKey(seed)
@@ -96,7 +96,7 @@ def train_all(cfg: MoonConfig, seed: int, data):
     for b in ("normal",) + BASES:
         t0 = time.perf_counter()
         g = gam[:1] if b == "normal" else gam
-        v, ls = T.train_variants(b, init_fn, features_fn, x, y, g, LR_LAYERS, tcfg, key, model=model)
+        v, ls = T.train_variants(b, init_fn, x, y, g, LR_LAYERS, tcfg, key, model)
         jax.block_until_ready(v)
         times[T.PAPER_NAMES[b]] = time.perf_counter() - t0
         base = T.PAPER_NAMES[b]
@@ -189,9 +189,9 @@ def run_config(cfg: MoonConfig, out_dir, seed: int = 0) -> ExperimentResult:
 
         def fig7(v, k):  # one model: FGSM point, adversarial points, probabilities on the grid
             logits_fn = lambda z: features_fn(v, z)[0]  # noqa: E731
-            f = T.pgd_linf(logits_fn, rep[:1], lab[:1], k, cfg.train_eps, 1, alpha=cfg.train_eps,
-                           random_start=False)[0]
-            a = T.pgd_linf(logits_fn, rep, lab, k, cfg.train_eps, 10)
+            apply_fn = lambda vv, z: features_fn(vv, z)[0]  # noqa: E731
+            f = FGSM(eps=cfg.train_eps, domain=None).run(apply_fn, v, rep[:1], lab[:1], k)[0]
+            a = PGD(eps=cfg.train_eps, steps=10, domain=None).run(apply_fn, v, rep, lab, k)
             return f, a, jax.nn.softmax(logits_fn(grid))
 
         keys = jax.random.split(lk, len(names))

@@ -195,7 +195,9 @@ EXPERIMENT = Experiment(
     paper='Jia et al., "Boosting Fast Adversarial Training with Learnable Adversarial Initialization", '
           "IEEE TIP 2022; thesis ch. 3, Fig. 26-27",
     expected_runtime={"quick": "~3 min on 2 cores", "cpu": "~35 min on 2 shared cores (FGSM-RS ~5, "
-                      "FGSM-SDI ~18, PGD-2-AT ~12 min)", "paper": "days on CPU"},
+                      "FGSM-SDI ~18, PGD-2-AT ~12 min)", "cifar-cpu": "~2-3 h on 2 cores (ResNet-20, 3 x 10 epochs)",
+                      "paper": "days on CPU"},
     paper_values={},
     run=run,
+    scales=("cpu", "cifar-cpu", "paper"),
 )

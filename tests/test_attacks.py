@@ -183,6 +183,21 @@ def test_batch_stats_untouched():
     chex.assert_trees_all_equal(before, jax.tree.map(np.array, v))
 
 
+def test_one_compile_for_every_eps():
+    """eps is a traced argument of the jitted attack: a sweep over radii compiles once, and each
+    radius gives the same result as the pure ``run`` with that radius as a Python number."""
+    x, y = _data()
+    key = jax.random.PRNGKey(3)
+    apply_fn = lambda v, z: TINY_APPLY(v, z)  # noqa: E731  (a fresh static argument: a fresh cache entry)
+    before = base._jit_run._cache_size()
+    for eps in (0.05, 0.1, 0.2, 0.3):
+        atk = attacks.get_attack("pgd", eps=eps, steps=3)
+        out = atk(apply_fn, TINY_VARS, x, y, key)
+        chex.assert_trees_all_close(out, atk.run(apply_fn, TINY_VARS, x, y, key), atol=1e-6)
+        assert float(jnp.max(jnp.abs(out - x))) <= eps + 1e-6
+    assert base._jit_run._cache_size() == before + 1
+
+
 def test_targeted_pgd_reaches_target():
     x, y = _data(n=8)
     target = (y + 1) % 10

@@ -7,7 +7,9 @@ output is inside the ball and the domain up to float rounding, and eps = 0 retur
 
 An attack is a frozen (hashable) dataclass; ``attack(apply_fn, variables, x, y, key)`` validates
 concrete inputs and then runs ``attack.run`` under ``jax.jit`` with the attack and ``apply_fn`` as
-static arguments, so it compiles once per (attack settings, apply_fn, shapes). ``attack.run`` is
+static arguments and the radius eps as a traced argument, so it compiles once per (attack
+settings other than eps, apply_fn, shapes): an evaluation over an eps list compiles each attack
+once. ``attack.run`` is
 the pure, untransformed function: call it inside your own jit / vmap / grad (e.g. inside a
 training step). Create ``apply_fn`` once (e.g. ``advjax.models.logits_fn(model)``) and reuse it:
 a new closure is a new static argument and recompiles.
@@ -20,6 +22,7 @@ rolled otherwise (and always rolled on GPU/TPU).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any, Callable, ClassVar, Union
 
@@ -214,6 +217,8 @@ def _is_concrete(a) -> bool:
 
 
 def check_eps(eps) -> float:
+    if isinstance(eps, jax.core.Tracer):  # a traced radius (see Attack.__call__): checked when concrete
+        return eps
     if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating, np.integer)):
         raise ValueError(f"eps must be a Python number (attacks are static settings), got {type(eps).__name__}")
     eps = float(eps)
@@ -331,11 +336,21 @@ class Attack:
             key = jax.random.PRNGKey(0)
         if self.check_inputs:
             self.validate(apply_fn, variables, x, y)
-        return _jit_run(self, apply_fn, variables, x, y, key)
+        return _jit_run(self.replace(eps=0.0), apply_fn, variables, x, y, key, jnp.asarray(self.eps, x.dtype))
+
+    def with_eps(self, eps) -> "Attack":
+        """A copy whose radius is ``eps`` as given (a traced scalar is allowed), without validation.
+
+        This is how ``__call__`` compiles once per shape for every eps: the jitted function takes
+        the radius as an argument and the static attack carries a placeholder.
+        """
+        out = copy.copy(self)
+        object.__setattr__(out, "eps", eps)
+        return out
 
 
-def _run(attack: Attack, apply_fn: ApplyFn, variables, x, y, key):
-    return attack.run(apply_fn, variables, x, y, key)
+def _run(attack: Attack, apply_fn: ApplyFn, variables, x, y, key, eps):
+    return attack.with_eps(eps).run(apply_fn, variables, x, y, key)
 
 
 _jit_run = jax.jit(_run, static_argnums=(0, 1))

@@ -115,7 +115,7 @@ class FAB(base.Attack):
         n = x.shape[0]
         shape = x.shape
         if self.domain is None:
-            half = max(1.0, 2.0 * self.eps)
+            half = jnp.maximum(1.0, 2.0 * self.eps)
             lo, hi = x - half, x + half
         else:
             lo = jnp.full_like(x, self.domain[0])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar, Optional
 
-import jax
 
 from advjax.attacks import base
 

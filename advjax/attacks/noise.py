@@ -78,7 +78,7 @@ class SaltNoise(_Noise):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.eps > 1:
+        if not isinstance(self.eps, jax.core.Tracer) and self.eps > 1:
             raise ValueError(f"{self.name} amount eps must be a fraction in [0, 1], got {self.eps}")
 
     def noise(self, key, x):

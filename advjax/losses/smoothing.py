@@ -2,7 +2,6 @@
 target q' = (1 − s)·onehot(y) + s/K, loss = −Σ_k q'_k log p_k. Training-only."""
 from __future__ import annotations
 
-import jax.numpy as jnp
 
 from advjax.methods._inner import cross_entropy as _ce
 

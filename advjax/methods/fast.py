@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-import jax
 
 from advjax.attacks import FGSMRS as FGSMRSAttack
 from advjax.methods import _inner

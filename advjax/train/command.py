@@ -15,7 +15,7 @@ import dataclasses
 import json
 import sys
 
-from advjax.train.config import OptimizerConfig, TrainConfig
+from advjax.train.config import TrainConfig
 
 __all__ = ["configure_parser", "run", "config_from_args"]
 

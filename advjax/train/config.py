@@ -10,7 +10,7 @@ import json
 import math
 import pathlib
 import tomllib
-from typing import Any, Optional
+from typing import Optional
 
 from advjax.train.optim import OptimizerConfig
 
