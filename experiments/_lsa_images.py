@@ -45,6 +45,8 @@ class ImageTableConfig:
     eta: float = 0.5
     shuffle_seed: int | None = None  # for class-sorted files (the shared CIFAR-10 npz)
     plots: bool = True
+    eps_warmup_epochs: float = 0.0   # > 0: the training eps ramps up linearly over this many epochs
+                                     # (advjax.methods.EpsWarmup; "fit" trainer only)
     trainer: str = "fit"             # "fit": the engine's loop, one variant after the other (fast on
                                      # CPU: the attack is unrolled); "vmap": _lsa_train's fused scan
 
@@ -78,6 +80,10 @@ def _fit_variants(cfg: ImageTableConfig, tcfg, model, x, y, xt, yt, out_dir, see
     from advjax.train.optim import OptimizerConfig
 
     base_m = T.engine_method(cfg.base, tcfg)
+    if cfg.eps_warmup_epochs > 0:
+        from advjax.methods.eps_warmup import EpsWarmup
+
+        base_m = EpsWarmup(base_m, warmup_steps=max(1, round(cfg.eps_warmup_epochs * (len(x) // cfg.batch_size))))
     methods = [base_m, at_lr(base_m, (cfg.lr_layer,), cfg.gamma)]
     opt = OptimizerConfig(name=cfg.optimizer, lr=cfg.lr) if cfg.optimizer == "adam" else \
         OptimizerConfig(name=cfg.optimizer, lr=cfg.lr, momentum=0.9)
@@ -111,6 +117,10 @@ def run_image_table(cfg: ImageTableConfig, out_dir, seed: int, title: str, notes
                          pgd_steps=cfg.steps, domain=domain, optimizer=cfg.optimizer)
     base_name = T.PAPER_NAMES[cfg.base]
     names = [base_name, at_lr_name(base_name, cfg.lr_layer)]
+    if cfg.trainer not in ("fit", "vmap"):
+        raise ValueError(f"trainer must be 'fit' or 'vmap', got {cfg.trainer!r}")
+    if cfg.trainer == "vmap" and cfg.eps_warmup_epochs > 0:
+        raise ValueError("eps_warmup_epochs needs trainer='fit'")
     if cfg.trainer == "fit":
         variables, losses, history = _fit_variants(cfg, tcfg, model, x, y, xt, yt, out_dir, seed)
     else:
@@ -171,7 +181,9 @@ def run_image_table(cfg: ImageTableConfig, out_dir, seed: int, title: str, notes
            *[f"- {n}" for n in notes],
            f"- model: {cfg.model} ({model_src}); methods: advjax.methods + at_lr",
            f"- training: {cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, {cfg.epochs} epoch(s), "
-           f"{base_name} eps {cfg.train_eps:.4g} with {cfg.steps} steps; AT-LR gamma {cfg.gamma:g} on L{cfg.lr_layer}",
+           f"{base_name} eps {cfg.train_eps:.4g} with {cfg.steps} steps; AT-LR gamma {cfg.gamma:g} on L{cfg.lr_layer}"
+           + (f"; eps ramped linearly from 0 over the first {cfg.eps_warmup_epochs:g} epoch(s) (both rows)"
+              if cfg.eps_warmup_epochs > 0 else "") + f"; trainer `{cfg.trainer}`",
            f"- time: training {t_train:.1f} s, evaluation {t_eval:.1f} s, LSA + plots {t_lsa:.1f} s"]
     config = dict(dataclasses.asdict(cfg), rows=names)
     metrics = {"accuracy_pgd": table, "rg_pgd": rg, "mvl": mvls, "cm_curves": panels,

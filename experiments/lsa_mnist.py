@@ -5,7 +5,10 @@ CPU scale: these machines hold only the official MNIST *test* split (10k images,
 so the model is trained on test[:8000] and evaluated on test[8000:] (the output says so). Paper
 scale: the full 60k training split through advjax.data (IDX files or a prepared tfds directory).
 The training settings (Adam 1e-3, epochs, gamma) are our choices where the paper's were not
-available here.
+available here. Training at the full eps = 0.3 from scratch stays at chance level on this budget
+(measured: APGD-AT, 8000 images, loss 2.30 and 10-11% accuracy after 3 epochs of Adam 1e-3, and
+after 2 epochs of a one-cycle 5e-3 schedule), so the CPU scale ramps eps linearly from 0 to 0.3
+over the first 2 epochs (``advjax.methods.EpsWarmup``), the same for both rows.
 """
 from __future__ import annotations
 
@@ -19,11 +22,12 @@ PAPER_TABLE3: dict[str, list[float]] = {}
 
 CPU = ImageTableConfig(model="model_b", dataset="mnist", train_split="test[:8000]", test_split="test[8000:]",
                        base="apgd", lr_layer=0, gamma=1.0, train_eps=0.3, eval_eps=(0.0, 0.1, 0.2, 0.3),
-                       epochs=15, batch_size=128, lr=1e-3, steps=10, eval_steps=10, n_eval=500)
-QUICK = dataclasses.replace(CPU, train_split="test[:1024]", epochs=1, n_eval=200, steps=5, eval_steps=5,
-                           lsa_samples=100)
+                       epochs=10, batch_size=128, lr=1e-3, steps=10, eval_steps=10, n_eval=500,
+                       eps_warmup_epochs=2.0)
+QUICK = dataclasses.replace(CPU, train_split="test[:1024]", epochs=2, n_eval=200, steps=5, eval_steps=5,
+                           lsa_samples=100, eps_warmup_epochs=1.0)
 PAPER = dataclasses.replace(CPU, train_split="train", test_split="test", epochs=20, n_eval=10000, eval_steps=20,
-                            lsa_samples=1000)
+                            lsa_samples=1000, eps_warmup_epochs=0.0)
 
 
 def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> ExperimentResult:

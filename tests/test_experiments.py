@@ -112,3 +112,23 @@ def test_sdi_overfitting_collapse_detector():
     assert collapsed([h(1, 0.03, 0.03, 0.07), h(2, 0.1, 0.11, 0.4), h(3, 0.16, 0.18, 0.88)]) is None
     # the signature for one epoch, then recovery (FGSM-SDI at eps 0.4): not a collapse
     assert collapsed([h(1, 0.02, 0.02, 0.3), h(2, 0.016, 0.018, 0.73), h(3, 0.15, 0.19, 0.87)]) is None
+
+
+def test_image_table_trains_base_and_lr_variant_with_fit(tmp_path, shared_data):
+    """The LSA image tables (lsa-mnist, lsa-cifar10) on the engine's fit: both rows complete, one
+    monitor record per epoch and variant, the R&G score is the row sum, one run directory each."""
+    from experiments._lsa_images import ImageTableConfig, run_image_table
+
+    cfg = ImageTableConfig(model="model_b", dataset="mnist", train_split="test[:128]", test_split="test[8000:]",
+                           epochs=1, batch_size=64, steps=2, eval_steps=2, n_eval=64, lsa_samples=32,
+                           plots=False)
+    res = run_image_table(cfg, tmp_path, 0, "tiny", [])
+    acc = res.metrics["accuracy_pgd"]
+    assert list(acc) == ["AT-APGD", "AT-APGD-LR-L0"]
+    for name, row in acc.items():
+        assert len(row) == len(cfg.eval_eps) and all(0.0 <= a <= 100.0 for a in row)
+        assert res.metrics["rg_pgd"][name] == pytest.approx(sum(row))
+        assert len(res.metrics["per_epoch"][name]) == 1
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and sum(r.startswith("AT-APGD-LR-L0-") for r in runs) == 1
+    assert "| AT-APGD-LR-L0 |" in res.markdown

@@ -376,3 +376,35 @@ def test_registry_and_settings_errors():
         TRADES(steps=0)
     with pytest.raises(ValueError, match="label_smoothing"):
         Standard(label_smoothing=1.5)
+
+
+def test_eps_warmup_ramps_the_radius_and_keeps_the_loss():
+    """EpsWarmup: at step t the adversarial examples lie in the ball of radius eps*(t+1)/T (and at
+    the full eps from step T-1 on); the loss is the base method's on those examples; methods that
+    make their own perturbation are refused; AT-LR names see through the ramp."""
+    from advjax.methods.at_lr import at_lr
+    from advjax.methods.eps_warmup import EpsWarmup
+
+    base = PGDAT(eps=0.4, steps=3, domain=None)
+    m = EpsWarmup(base, warmup_steps=4)
+    st = linear_state()
+    x, y = jnp.asarray(X), jnp.asarray(Y)
+    for t, frac in ((0, 0.25), (1, 0.5), (3, 1.0), (10, 1.0)):
+        st_t = st.replace(step=jnp.asarray(t, st.step.dtype))
+        xa = m.adversarial_examples(st_t, x, y, KEY)
+        dist = float(jnp.max(jnp.abs(xa - x)))
+        assert dist <= 0.4 * frac + 1e-6
+        assert dist >= 0.4 * frac - 1e-6  # PGD on a linear model goes to the ball's boundary
+        _, metrics = jax.jit(m.step)(st_t, (x, y), KEY)
+        assert float(metrics["eps"]) == pytest.approx(0.4 * frac)
+    # the loss is the base's loss at the same adversarial examples
+    xa = m.adversarial_examples(st, x, y, KEY)
+    l_m, _ = m.loss(st, st.params, x, xa, y, KEY)
+    l_b, _ = base.loss(st, st.params, x, xa, y, KEY)
+    assert float(l_m) == pytest.approx(float(l_b))
+    assert m.eps == 0.4
+    with pytest.raises(ValueError, match="own perturbation"):
+        EpsWarmup(FGSMCKPT(eps=0.1), warmup_steps=3)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        EpsWarmup(base, warmup_steps=0)
+    assert at_lr(m, 0).name == "AT-PGD-LR-L0"

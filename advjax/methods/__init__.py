@@ -4,7 +4,7 @@ See ``advjax.methods.base`` for the protocol and ``advjax.methods.regularized`` 
 import importlib
 
 _EXPORTS = {"Method": "base", "AdversarialMethod": "base", "get_method": "base", "list_methods": "base",
-            "register_method": "base", "Regularized": "regularized"}
+            "register_method": "base", "Regularized": "regularized", "EpsWarmup": "eps_warmup"}
 __all__ = sorted(_EXPORTS)
 
 

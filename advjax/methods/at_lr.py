@@ -33,6 +33,10 @@ def paper_name(method) -> str:
     """The LSA paper's name for a method: PGDAT -> "AT-PGD", FGSMRS -> "FAST", an ATLR -> its name."""
     if isinstance(method, ATLR):
         return method.name
+    from advjax.methods.eps_warmup import EpsWarmup
+
+    if isinstance(method, EpsWarmup):  # the ramp is a training detail, not a new method
+        return paper_name(method.base)
     cls = type(method).__name__
     return _PAPER_NAMES.get(cls, cls)
 
