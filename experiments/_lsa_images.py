@@ -45,6 +45,8 @@ class ImageTableConfig:
     eta: float = 0.5
     shuffle_seed: int | None = None  # for class-sorted files (the shared CIFAR-10 npz)
     plots: bool = True
+    monitor_size: int = 500          # per-epoch clean + PGD-10 monitor of fit (train and test subsets);
+                                     # 0 skips it (and its compile: minutes for VGG-19 on CPU)
     eps_warmup_epochs: float = 0.0   # > 0: the training eps ramps up linearly over this many epochs
                                      # (advjax.methods.EpsWarmup; "fit" trainer only)
     trainer: str = "fit"             # "fit": the engine's loop, one variant after the other (fast on
@@ -85,15 +87,16 @@ def _fit_variants(cfg: ImageTableConfig, tcfg, model, x, y, xt, yt, out_dir, see
 
         base_m = EpsWarmup(base_m, warmup_steps=max(1, round(cfg.eps_warmup_epochs * (len(x) // cfg.batch_size))))
     methods = [base_m, at_lr(base_m, (cfg.lr_layer,), cfg.gamma)]
-    opt = OptimizerConfig(name=cfg.optimizer, lr=cfg.lr) if cfg.optimizer == "adam" else \
-        OptimizerConfig(name=cfg.optimizer, lr=cfg.lr, momentum=0.9)
+    # the same optimizers as _lsa_train.make_optimizer: Adam, or SGD momentum 0.9 + weight decay 5e-4
+    opt = OptimizerConfig(name="adam", lr=cfg.lr) if cfg.optimizer == "adam" else \
+        OptimizerConfig(name="momentum", lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
     variables, losses, history = {}, [], {}
     tag = hashlib.sha1(repr(sorted(dataclasses.asdict(cfg).items())).encode()).hexdigest()[:8]  # one dir per config
     for m in methods:
         name = T.PAPER_NAMES[cfg.base] if m is base_m else m.name
         reg = _ENGINE_NAMES[cfg.base] if m is base_m else "at_lr"  # the registry's name (the run's label)
         tc = TrainConfig(model=cfg.model, dataset=cfg.dataset, method=reg, epochs=cfg.epochs,
-                         batch_size=cfg.batch_size, optimizer=opt, seed=seed, eval_size=min(500, len(xt)),
+                         batch_size=cfg.batch_size, optimizer=opt, seed=seed, eval_size=min(cfg.monitor_size, len(xt)),
                          eval_steps=10, eval_eps=cfg.train_eps, run_dir=str(pathlib.Path(out_dir) / "runs" / f"{name}-{tag}"),
                          num_classes=int(np.max(y)) + 1, input_shape=tuple(int(d) for d in x.shape[1:]))
         print(f"[lsa] training {name}: {cfg.epochs} epoch(s) on {len(x)} images", flush=True)

@@ -23,7 +23,8 @@ PAPER_VGG = ImageTableConfig(model="vgg19", dataset="cifar10", train_split="trai
                              n_eval=10000, lsa_samples=1000)
 PAPER_WRN = dataclasses.replace(PAPER_VGG, model="wrn34_10")
 SMOKE = dataclasses.replace(PAPER_VGG, train_split="test[:256]", test_split="test[9000:]", shuffle_seed=0,
-                            epochs=1, batch_size=32, lr=0.01, steps=3, eval_steps=3, n_eval=64, lsa_samples=32)
+                            epochs=1, batch_size=32, lr=0.01, steps=3, eval_steps=3, n_eval=64, lsa_samples=32,
+                            monitor_size=0)
 QUICK_SMOKE = dataclasses.replace(SMOKE, train_split="test[:64]", n_eval=32, plots=False)
 
 
