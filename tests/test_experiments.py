@@ -132,3 +132,37 @@ def test_image_table_trains_base_and_lr_variant_with_fit(tmp_path, shared_data):
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert len(runs) == 2 and sum(r.startswith("AT-APGD-LR-L0-") for r in runs) == 1
     assert "| AT-APGD-LR-L0 |" in res.markdown
+
+
+def test_robust_eval_steps_scale_with_eps(monkeypatch):
+    """sdi-* evaluation: PGD / CW take steps of eps/4 (2/255 at 8/255; 0.075 at MNIST's 0.3), so
+    the attack can cross the ball at every radius, and a stronger radius lowers the accuracy."""
+    import types
+
+    import flax.linen as nn
+    import jax
+    import numpy as np
+
+    from advjax import attacks
+    from experiments.sdi_cifar10 import robust_eval
+
+    seen = []
+    real = attacks.get_attack
+
+    def spy(name, **kw):
+        seen.append((name, kw))
+        return real(name, **kw)
+
+    monkeypatch.setattr(attacks, "get_attack", spy)
+    model = nn.Dense(3)
+    x = np.random.default_rng(0).uniform(0, 1, (16, 4)).astype(np.float32)
+    v = model.init(jax.random.PRNGKey(0), x)
+    y = np.asarray(jax.numpy.argmax(model.apply(v, x), -1), np.int32)  # all clean-correct
+    state = types.SimpleNamespace(model=types.SimpleNamespace(apply=lambda vv, z, train=False: model.apply(vv, z)),
+                                  variables=lambda: v)
+    small = robust_eval(state, x, y, ("pgd10", "cw20"), eps=0.01, batch_size=8)
+    big = robust_eval(state, x, y, ("pgd10", "cw20"), eps=0.3, batch_size=8)
+    steps = {(n, kw["eps"]): kw["step_size"] for n, kw in seen}
+    assert steps[("pgd10", 0.3)] == pytest.approx(0.075) and steps[("cw20", 0.01)] == pytest.approx(0.0025)
+    assert small["clean"] == big["clean"] == 100.0
+    assert big["pgd10"] <= small["pgd10"] and big["pgd10"] < 100.0
