@@ -68,15 +68,11 @@ def _load(cfg: ImageTableConfig):
     return f(tr.x), np.asarray(tr.y, np.int32), f(te.x), np.asarray(te.y, np.int32), tr, te
 
 
-_ENGINE_NAMES = {"normal": "standard", "at_fgsm": "at_fgsm", "pgd": "pgd_at", "trades": "trades",
-                 "fast": "fgsm_rs", "apgd": "apgd_at"}
-
-
 def _fit_variants(cfg: ImageTableConfig, tcfg, model, x, y, xt, yt, out_dir, seed):
     """Train the base method and its AT-LR variant one after the other with the engine's ``fit``
     (same seed: same initial weights, same batches, same attack noise). Returns the variables by
     name, the per-epoch mean training loss [2, epochs] and the per-epoch monitor records."""
-    from advjax.methods.at_lr import at_lr
+    from advjax.methods.at_lr import at_lr, paper_name
     from advjax.train.config import TrainConfig
     from advjax.train.loop import fit
     from advjax.train.optim import OptimizerConfig
@@ -93,8 +89,8 @@ def _fit_variants(cfg: ImageTableConfig, tcfg, model, x, y, xt, yt, out_dir, see
     variables, losses, history = {}, [], {}
     tag = hashlib.sha1(repr(sorted(dataclasses.asdict(cfg).items())).encode()).hexdigest()[:8]  # one dir per config
     for m in methods:
-        name = T.PAPER_NAMES[cfg.base] if m is base_m else m.name
-        reg = _ENGINE_NAMES[cfg.base] if m is base_m else "at_lr"  # the registry's name (the run's label)
+        name = paper_name(m)
+        reg = T.ENGINE_NAMES[cfg.base] if m is base_m else "at_lr"  # the registry's name (the run's label)
         tc = TrainConfig(model=cfg.model, dataset=cfg.dataset, method=reg, epochs=cfg.epochs,
                          batch_size=cfg.batch_size, optimizer=opt, seed=seed, eval_size=min(cfg.monitor_size, len(xt)),
                          eval_steps=10, eval_eps=cfg.train_eps, run_dir=str(pathlib.Path(out_dir) / "runs" / f"{name}-{tag}"),
@@ -103,7 +99,7 @@ def _fit_variants(cfg: ImageTableConfig, tcfg, model, x, y, xt, yt, out_dir, see
         res = fit(tc, train_data=(x, y), test_data=(xt, yt), model=model, method=m, progress=True)
         variables[name] = res.state.variables()
         history[name] = res.history
-        losses.append([float(h.get("train_loss", h.get("loss", np.nan))) for h in res.history])
+        losses.append([float(h["train_loss"]) for h in res.history])
     return variables, np.asarray(losses), history
 
 

@@ -27,6 +27,8 @@ from advjax.attacks import FGSM, PGD
 BASE_METHODS = ("normal", "at_fgsm", "pgd", "trades", "fast", "apgd")
 PAPER_NAMES = {"normal": "Normal", "at_fgsm": "AT-FGSM", "pgd": "AT-PGD", "trades": "TRADES",
                "fast": "FAST", "apgd": "AT-APGD"}
+ENGINE_NAMES = {"normal": "standard", "at_fgsm": "at_fgsm", "pgd": "pgd_at", "trades": "trades",  # get_method names
+                "fast": "fgsm_rs", "apgd": "apgd_at"}
 
 
 # --------------------------------------------------------------------------- models

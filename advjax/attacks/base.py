@@ -336,7 +336,7 @@ class Attack:
             key = jax.random.PRNGKey(0)
         if self.check_inputs:
             self.validate(apply_fn, variables, x, y)
-        return _jit_run(self.replace(eps=0.0), apply_fn, variables, x, y, key, jnp.asarray(self.eps, x.dtype))
+        return _jit_run(self.with_eps(0.0), apply_fn, variables, x, y, key, jnp.asarray(self.eps, x.dtype))
 
     def with_eps(self, eps) -> "Attack":
         """A copy whose radius is ``eps`` as given (a traced scalar is allowed), without validation.
