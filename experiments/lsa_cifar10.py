@@ -55,7 +55,7 @@ EXPERIMENT = Experiment(
     name="lsa-cifar10",
     description="LSA paper Table 4: VGG-19 / WRN-34-10 on CIFAR-10, AT-APGD vs AT-APGD-LR-L1 (cpu = smoke run)",
     paper='Khalooei et al., "Layer-wise Regularized Adversarial Training using Layers Sustainability Analysis", Table 4',
-    expected_runtime={"quick": "~8 min CPU time, mostly compiling VGG-19 (24 min wall on a busy 2-core machine)",
+    expected_runtime={"quick": "~7 min CPU time, mostly compiling VGG-19 (13 min wall beside a CI run)",
                       "cpu": "~15-30 min on 2 CPU cores (smoke)",
                       "paper": "GPU hours (two models x 100 epochs of APGD-AT)"},
     paper_values=PAPER_TABLE4,
