@@ -1,6 +1,6 @@
 """Shared body of the image tables of the LSA paper (Table 3: MNIST, Table 4: CIFAR-10):
-a base adversarial training method vs its AT-LR variant, trained side by side (one compile, vmap
-over the gamma vector), evaluated under L-inf PGD over an eps list (R&G score), then LSA of both
+a base adversarial training method vs its AT-LR variant, trained one after the other with the
+engine's ``fit`` (same seed: same initial weights, batches and attack noise), evaluated under L-inf PGD over an eps list (R&G score), then LSA of both
 models (MVL list, per-layer CM curves for FGSM / PGD / statistical perturbations)."""
 from __future__ import annotations
 
@@ -48,9 +48,7 @@ class ImageTableConfig:
     monitor_size: int = 500          # per-epoch clean + PGD-10 monitor of fit (train and test subsets);
                                      # 0 skips it (and its compile: minutes for VGG-19 on CPU)
     eps_warmup_epochs: float = 0.0   # > 0: the training eps ramps up linearly over this many epochs
-                                     # (advjax.methods.EpsWarmup; "fit" trainer only)
-    trainer: str = "fit"             # "fit": the engine's loop, one variant after the other (fast on
-                                     # CPU: the attack is unrolled); "vmap": _lsa_train's fused scan
+                                     # (advjax.methods.EpsWarmup)
 
 
 def _load(cfg: ImageTableConfig):
@@ -110,25 +108,13 @@ def run_image_table(cfg: ImageTableConfig, out_dir, seed: int, title: str, notes
     t0 = time.perf_counter()
     x, y, xt, yt, tr, te = _load(cfg)
     xt, yt = xt[: cfg.n_eval], yt[: cfg.n_eval]
-    init_fn, features_fn, model_src, model = T.model_fns(cfg.model, tr.num_classes, tuple(x.shape[1:]))
+    _, features_fn, model_src, model = T.model_fns(cfg.model, tr.num_classes, tuple(x.shape[1:]))
     domain = getattr(tr, "domain", (0.0, 1.0))
     tcfg = T.TrainConfig(eps=cfg.train_eps, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                          pgd_steps=cfg.steps, domain=domain, optimizer=cfg.optimizer)
     base_name = T.PAPER_NAMES[cfg.base]
     names = [base_name, at_lr_name(base_name, cfg.lr_layer)]
-    if cfg.trainer not in ("fit", "vmap"):
-        raise ValueError(f"trainer must be 'fit' or 'vmap', got {cfg.trainer!r}")
-    if cfg.trainer == "vmap" and cfg.eps_warmup_epochs > 0:
-        raise ValueError("eps_warmup_epochs needs trainer='fit'")
-    if cfg.trainer == "fit":
-        variables, losses, history = _fit_variants(cfg, tcfg, model, x, y, xt, yt, out_dir, seed)
-    else:
-        gam = np.array([[0.0], [cfg.gamma]], np.float32)
-        stacked, losses = T.train_variants(cfg.base, init_fn, x, y, gam, (cfg.lr_layer,), tcfg,
-                                           jax.random.PRNGKey(seed), model)
-        jax.block_until_ready(stacked)
-        variables = {n: T.unstack(stacked, i) for i, n in enumerate(names)}
-        history = {}
+    variables, losses, history = _fit_variants(cfg, tcfg, model, x, y, xt, yt, out_dir, seed)
     t_train = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -182,7 +168,7 @@ def run_image_table(cfg: ImageTableConfig, out_dir, seed: int, title: str, notes
            f"- training: {cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, {cfg.epochs} epoch(s), "
            f"{base_name} eps {cfg.train_eps:.4g} with {cfg.steps} steps; AT-LR gamma {cfg.gamma:g} on L{cfg.lr_layer}"
            + (f"; eps ramped linearly from 0 over the first {cfg.eps_warmup_epochs:g} epoch(s) (both rows)"
-              if cfg.eps_warmup_epochs > 0 else "") + f"; trainer `{cfg.trainer}`",
+              if cfg.eps_warmup_epochs > 0 else ""),
            f"- time: training {t_train:.1f} s, evaluation {t_eval:.1f} s, LSA + plots {t_lsa:.1f} s"]
     config = dict(dataclasses.asdict(cfg), rows=names)
     metrics = {"accuracy_pgd": table, "rg_pgd": rg, "mvl": mvls, "cm_curves": panels,

@@ -7,8 +7,8 @@ update costs about two extra forward-backward passes of the target) at some cost
 
 Scales: ``cpu`` = Model B on MNIST (the test split of ../shared/data, shuffled with a fixed seed,
 8000 training / 2000 held-out images, 500 evaluated), eps 0.3, Adam one-cycle peak 5e-3, batch
-100, 5 epochs: the setting of ``sdi-overfitting``'s cpu scale at the usual MNIST radius, which
-fits in under an hour on 2 cores; ``cifar-cpu`` = ResNet-20 on 9000 images of the JPEG-q75
+100, 5 epochs: the setting of ``sdi-overfitting``'s cpu scale at the usual MNIST radius (about
+1.5 h on 2 shared cores); ``cifar-cpu`` = ResNet-20 on 9000 images of the JPEG-q75
 CIFAR-10 test set, 4 epochs cyclic (3-5 h here, not run); ``paper`` = ResNet-18, CIFAR-10 train,
 110 epochs piecewise (not run here); ``quick`` = k in {1, 20}, 1000 MNIST images, 1 epoch.
 Paper values: not available offline, so none are quoted.
