@@ -35,6 +35,7 @@ __all__ = [
     "Normalize",
     "Conv",
     "fast_conv_general_dilated",
+    "conv_plan",
     "max_pool",
     "global_avg_pool",
     "batch_norm",
@@ -135,24 +136,102 @@ def _plain_conv(x, w, strides, pads, precision):
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_nhwc(x, w, strides, pads, precision):
+# Algorithm choice, per layer shape (static). Measured on the 2-core AMD EPYC of these machines
+# (XLA:CPU, YNNPACK fusion off; benchmarks/README.md, "Per-layer conv algorithms"):
+# * forward with few input channels (Model B's 1 -> 16 5x5 at batch 128: 4.2 ms as a convolution,
+#   0.73 ms as 25 fused multiply-adds; PyTorch 1.07 ms): XLA's convolution packs a reduction of
+#   only kh*kw*cin terms badly, a sum of shifted, broadcast products fuses into one loop.
+# * input gradient as GEMM + col2im (``g @ w^T`` gives every pixel's kh*kw contributions, shifted
+#   sums place them) instead of the padded full correlation, when that correlation mostly reads
+#   zeros (input area >= 2x the output area: stride 2, or 5x5 on a 10x10 map; Model B's 32 -> 64
+#   conv 11.3 -> 6.6 ms, ResNet-18's stride-2 convs 10-45% faster) or when few input channels make
+#   the transposed conv's output narrow (1 or 3 channels: 8.2 -> 2.2 ms, 5.8 -> 1.6 ms). Where
+#   neither holds (Model B's 16 -> 32, ResNet's stride-1 3x3) col2im's shifted sums cost more than
+#   the convolution (20 -> 60 ms), so the convolution stays.
+_TAPS_MAX_CIN = 3
+_COL2IM_MAX_CIN = 4
+_COL2IM_MIN_AREA_RATIO = 2.0
+_COL2IM_MAX_ELEMENTS = 1 << 26  # the g @ w^T buffer; 256 MiB of float32
+
+
+def conv_plan(x_shape, w_shape, strides, pads, dtype=jnp.float32) -> tuple[str, str]:
+    """(forward, input gradient) algorithms :func:`fast_conv_general_dilated` uses for a 2-D
+    NHWC/HWIO convolution: ``("taps" | "conv", "col2im" | "conv")``. See the notes above."""
+    kh, kw, cin, _ = (int(d) for d in w_shape)
+    n, h, w = (int(d) for d in x_shape[:3])
+    nonneg = all(a >= 0 and b >= 0 for a, b in pads)
+    ho = (h + pads[0][0] + pads[0][1] - kh) // strides[0] + 1
+    wo = (w + pads[1][0] + pads[1][1] - kw) // strides[1] + 1
+    f32 = jnp.dtype(dtype) == jnp.float32
+    fwd = "taps" if (f32 and nonneg and cin <= _TAPS_MAX_CIN) else "conv"
+    col2im = (
+        f32
+        and nonneg
+        and ho > 0
+        and wo > 0
+        and n * ho * wo * kh * kw * cin <= _COL2IM_MAX_ELEMENTS
+        and (cin <= _COL2IM_MAX_CIN or h * w >= _COL2IM_MIN_AREA_RATIO * ho * wo)
+    )
+    return fwd, "col2im" if col2im else "conv"
+
+
+def _taps_conv(x, w, strides, pads):
+    """The convolution as a sum of kh*kw*cin shifted, broadcast products (one fused loop)."""
+    kh, kw, cin, _ = w.shape
+    sh, sw = strides
+    xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+    ho = (xp.shape[1] - kh) // sh + 1
+    wo = (xp.shape[2] - kw) // sw + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            win = lax.slice(xp, (0, i, j, 0),
+                            (xp.shape[0], i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, cin),
+                            (1, sh, sw, 1))
+            for c in range(cin):
+                term = win[..., c:c + 1] * w[i, j, c]
+                out = term if out is None else out + term
+    return out
+
+
+def _conv_forward(x, w, strides, pads, precision):
+    if conv_plan(x.shape, w.shape, strides, pads, x.dtype)[0] == "taps" and precision is None:
+        return _taps_conv(x, w, strides, pads)
     return _plain_conv(x, w, strides, pads, precision)
 
 
-def _conv_nhwc_fwd(x, w, strides, pads, precision):
-    return _plain_conv(x, w, strides, pads, precision), (x, w)
+def _dx_col2im(x_shape, w, g, strides, pads):
+    """Input gradient as ``g @ w^T`` (each output pixel's contribution to its kh x kw window)
+    followed by col2im: shifted (stride-dilated) sums, first along W within a kernel row, then
+    along H, on the padded input grid, cropped to the input."""
+    kh, kw, cin, cout = w.shape
+    n, h, wd = x_shape[:3]
+    ho, wo = g.shape[1], g.shape[2]
+    (pl_h, ph_h), (pl_w, ph_w) = pads
+    sh, sw = strides
+    hp, wp = h + pl_h + ph_h, wd + pl_w + ph_w
+    zero = jnp.zeros((), g.dtype)
+    cols = jnp.dot(g, w.reshape(kh * kw * cin, cout).T).reshape(n, ho, wo, kh, kw, cin)
+    acc = None
+    for i in range(kh):
+        row = None
+        for j in range(kw):
+            t = lax.pad(cols[:, :, :, i, j, :], zero,
+                        ((0, 0, 0), (0, 0, 0), (j, wp - j - (wo - 1) * sw - 1, sw - 1), (0, 0, 0)))
+            row = t if row is None else row + t
+        t = lax.pad(row, zero, ((0, 0, 0), (i, hp - i - (ho - 1) * sh - 1, sh - 1), (0, 0, 0), (0, 0, 0)))
+        acc = t if acc is None else acc + t
+    return acc[:, pl_h:pl_h + h, pl_w:pl_w + wd, :]
 
 
-def _conv_nhwc_bwd(strides, pads, precision, res, g):
-    x, w = res
+def _dx_transposed_conv(x_shape, w, g, strides, pads, precision):
+    """Input gradient as a plain VALID correlation of the stride-dilated, padded cotangent with
+    the flipped kernel whose in/out channels are swapped: dx[i] = sum_k g_dilated[i + pl - k] w[k]."""
     kh, kw = w.shape[0], w.shape[1]
-    h, wd = x.shape[1], x.shape[2]
+    h, wd = x_shape[1], x_shape[2]
     ho, wo = g.shape[1], g.shape[2]
     (pl_h, _), (pl_w, _) = pads
     sh, sw = strides
-    # dx[i] = sum_k g_dilated[i + pl - k] w[k]: a VALID correlation of the stride-dilated,
-    # padded cotangent with the flipped kernel whose in/out channels are swapped.
     lo_h, lo_w = kh - 1 - pl_h, kw - 1 - pl_w
     hi_h = h - (ho - 1) * sh + pl_h - 1
     hi_w = wd - (wo - 1) * sw + pl_w - 1
@@ -162,9 +241,25 @@ def _conv_nhwc_bwd(strides, pads, precision, res, g):
         ((0, 0, 0), (lo_h, hi_h, sh - 1), (lo_w, hi_w, sw - 1), (0, 0, 0)),
     )
     w_t = jnp.swapaxes(w[::-1, ::-1], 2, 3)
-    dx = lax.conv_general_dilated(
-        gp, w_t, (1, 1), "VALID", dimension_numbers=_NHWC, precision=precision
-    ).astype(x.dtype)
+    return lax.conv_general_dilated(gp, w_t, (1, 1), "VALID", dimension_numbers=_NHWC, precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_nhwc(x, w, strides, pads, precision):
+    return _conv_forward(x, w, strides, pads, precision)
+
+
+def _conv_nhwc_fwd(x, w, strides, pads, precision):
+    return _conv_forward(x, w, strides, pads, precision), (x, w)
+
+
+def _conv_nhwc_bwd(strides, pads, precision, res, g):
+    x, w = res
+    if conv_plan(x.shape, w.shape, strides, pads, x.dtype)[1] == "col2im" and precision is None:
+        dx = _dx_col2im(x.shape, w, g, strides, pads)
+    else:
+        dx = _dx_transposed_conv(x.shape, w, g, strides, pads, precision)
+    dx = dx.astype(x.dtype)
     # The kernel gradient keeps JAX's own rule (dead code, removed by XLA, when only the input
     # gradient is needed, as in every attack).
     _, w_vjp = jax.vjp(lambda w_: _plain_conv(x, w_, strides, pads, precision), w)
