@@ -12,6 +12,9 @@
   (stride-dilated, padded) output cotangent with the spatially flipped, in/out-swapped kernel gives
   the same numbers and keeps the fast path (DESIGN.md, "Measured on these machines", lever 1).
   The result is an ``nn.Conv`` instance, so layer capture sees it as a Conv.
+  :func:`conv_plan` picks the algorithm per layer shape: a fused sum of taps for the forward with
+  <= 3 input channels, and a GEMM + col2im input gradient where the transposed conv would read
+  mostly zeros or write <= 4 channels (measured per layer, benchmarks/README.md).
   Limitation: a ``custom_vjp`` has no forward-mode rule, so ``jax.jvp``/``jax.jacfwd``/
   ``jax.hessian`` through a model need ``fast_conv=False`` (plain ``nn.Conv``).
 * :func:`max_pool` pools by reshape + max instead of ``reduce_window`` (whose gradient lowers to
