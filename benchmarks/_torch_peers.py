@@ -5,6 +5,9 @@
 * :class:`TorchResNet` / :func:`torch_resnet18`: ResNet-18 with the CIFAR stem exactly as
   ``advjax.models.resnet18`` (3x3 stem, no max pool, basic blocks [2, 2, 2, 2], 1x1-conv + BN
   projection shortcuts, input normalization with the CIFAR-10 mean/std as its first layer).
+* :class:`TorchSDIGenerator`: FGSM-SDI's generator, ``advjax.models.SDIGenerator(arch="paper")``
+  (6-channel input, conv3x3 64 + BN + ReLU, a 64-channel residual block, conv3x3 + BN, tanh);
+  only its cost matters (bench_sdi), so no weight copy.
 * :func:`copy_flax_to_torch` copies a flax variables pytree (``{"params", "batch_stats"}``) into
   the torch module so both compute the same logits; :func:`max_logit_diff` checks it.
 
@@ -109,6 +112,24 @@ class TorchResNet(nn.Module):
 
 def torch_resnet18(num_classes: int = 10, **kw) -> TorchResNet:
     return TorchResNet((2, 2, 2, 2), (64, 128, 256, 512), num_classes=num_classes, **kw)
+
+
+class TorchSDIGenerator(nn.Module):
+    """FGSM-SDI's generator g(x, S_x) as ``SDIGenerator(arch="paper")``; NCHW, output in [-1, 1]."""
+
+    def __init__(self, channels: int = 3, features: int = 64):
+        super().__init__()
+        conv = lambda i, o: nn.Conv2d(i, o, 3, padding=1, bias=False)
+        self.conv_in, self.bn_in = conv(2 * channels, features), nn.BatchNorm2d(features)
+        self.res_conv1, self.res_bn1 = conv(features, features), nn.BatchNorm2d(features)
+        self.res_conv2, self.res_bn2 = conv(features, features), nn.BatchNorm2d(features)
+        self.conv_out, self.bn_out = conv(features, channels), nn.BatchNorm2d(channels)
+
+    def forward(self, x, s):
+        h = F.relu(self.bn_in(self.conv_in(torch.cat([x, s], 1))))
+        r = F.relu(self.res_bn1(self.res_conv1(h)))
+        h = F.relu(h + self.res_bn2(self.res_conv2(r)))
+        return torch.tanh(self.bn_out(self.conv_out(h)))
 
 
 def torch_peer(name: str, flax_model) -> nn.Module:

@@ -11,6 +11,16 @@ processes hits all alike. FGSM-SDI's step has two kinds: with the generator upda
 ``((k - 1) * t_plain + t_gen) / k``. Time per epoch = time per step x ceil(50000 / batch_size)
 (CIFAR-10's training set; extrapolated from the per-step medians, not a full epoch).
 
+The PyTorch peers (unless ``--no-torch``) run the same three steps on the same batch with
+ResNet-18 and the generator in torch, in two styles:
+
+* ``torch_ref:*``, as the released code (and Wong et al.'s fast-AT code it builds on) writes
+  them: every attack gradient comes from ``loss.backward()``, which also computes every weight
+  gradient of the target (and the generator update's backward computes the target's weight
+  gradients too). This is what the paper's ~1.6x / ~3x were measured on.
+* ``torch_lean:*``: every attack gradient from ``torch.autograd.grad(loss, [input])``, which
+  computes only what the input gradient needs -- the work advjax's steps do.
+
     python benchmarks/bench_sdi.py --quick          # smoke test, meaningless figures
     python benchmarks/bench_sdi.py --batch 64 --repeats 5 --out /tmp/bench_sdi.json
 """
@@ -56,7 +66,7 @@ def main(argv=None) -> int:
 
     batch = 8 if args.quick else args.batch
     repeats = 1 if args.quick else (args.repeats or 3)
-    model_name = "preact_resnet18" if args.quick and args.model == "resnet18" else args.model
+    model_name = "preact_resnet18" if args.quick and args.no_torch and args.model == "resnet18" else args.model
     x_all, y_all = _common.load_cifar10()
     x, y = jnp.asarray(x_all[:batch]), jnp.asarray(y_all[:batch])
     model = get_model(model_name, num_classes=10)
@@ -82,6 +92,11 @@ def main(argv=None) -> int:
         "sdi_plain": lambda: sdi_step(st_plain, (x, y), key),
         "sdi_gen": lambda: sdi_step(st_gen, (x, y), key),
     }
+    with_torch = not args.no_torch and model_name == "resnet18"
+    if not args.no_torch and not with_torch:
+        print(f"[bench_sdi] no torch peer for {model_name}: advjax only", flush=True)
+    if with_torch:
+        variants.update(_torch_variants(args, model_name, np.asarray(x), np.asarray(y), eps))
     info = _common.machine_info(args.threads)
     print(f"[bench_sdi] {model_name}, batch {batch}, k={args.k}, load {info['load_average_start']}", flush=True)
     compile_s = {}
@@ -92,17 +107,25 @@ def main(argv=None) -> int:
     times = _common.interleave(variants, repeats=repeats, warmup=args.warmup)
     med = {n: statistics.median(v) for n, v in times.items()}
     k = args.k
-    med["fgsm_sdi"] = ((k - 1) * med["sdi_plain"] + med["sdi_gen"]) / k
+    prefixes = [""] + ([] if not with_torch else ["torch_ref:", "torch_lean:"])
     spe = math.ceil(TRAIN_SIZE / batch)
-    rows = [{"method": n, "s/step": f"{med[n]:.3f}", "img/s": f"{batch / med[n]:.1f}",
-             "s/epoch (extrap.)": f"{med[n] * spe:.0f}"}
-            for n in ("fgsm_rs", "fgsm_sdi", "sdi_plain", "sdi_gen", "pgd10_at")]
+    rows, ratios = [], {}
+    for pre in prefixes:
+        med[pre + "fgsm_sdi"] = ((k - 1) * med[pre + "sdi_plain"] + med[pre + "sdi_gen"]) / k
+        rows += [{"method": pre + n, "s/step": f"{med[pre + n]:.3f}", "img/s": f"{batch / med[pre + n]:.1f}",
+                  "s/epoch (extrap.)": f"{med[pre + n] * spe:.0f}"}
+                 for n in ("fgsm_rs", "fgsm_sdi", "sdi_plain", "sdi_gen", "pgd10_at")]
+        r = {"sdi_over_fgsm_rs": med[pre + "fgsm_sdi"] / med[pre + "fgsm_rs"],
+             "pgd10_over_sdi": med[pre + "pgd10_at"] / med[pre + "fgsm_sdi"]}
+        ratios[pre.rstrip(":") or "advjax"] = r
+        print(f"{pre.rstrip(':') or 'advjax'}: SDI / FGSM-RS = {r['sdi_over_fgsm_rs']:.2f} (paper ~1.6, "
+              f"target <= 1.6); PGD-10-AT / SDI = {r['pgd10_over_sdi']:.2f} (paper ~3, target >= 3)")
+    if with_torch:
+        for n in ("fgsm_rs", "fgsm_sdi", "pgd10_at"):
+            print(f"{n}: torch_ref time / advjax time = {med['torch_ref:' + n] / med[n]:.2f}, "
+                  f"torch_lean / advjax = {med['torch_lean:' + n] / med[n]:.2f}")
     _common.print_table(rows, ["method", "s/step", "img/s", "s/epoch (extrap.)"],
                         title=f"{model_name} 32x32, batch {batch}, {repeats} rounds (medians)")
-    ratios = {"sdi_over_fgsm_rs": med["fgsm_sdi"] / med["fgsm_rs"],
-              "pgd10_over_sdi": med["pgd10_at"] / med["fgsm_sdi"]}
-    print(f"SDI / FGSM-RS = {ratios['sdi_over_fgsm_rs']:.2f} (paper ~1.6, target <= 1.6); "
-          f"PGD-10-AT / SDI = {ratios['pgd10_over_sdi']:.2f} (paper ~3, target >= 3)")
     info["load_average_end"] = _common.load_average()
     _common.write_json(args.out, {"machine": info, "model": model_name, "batch": batch, "k": k,
                                   "repeats": repeats, "seconds": times, "median_s_per_step": med,
@@ -110,6 +133,91 @@ def main(argv=None) -> int:
                                   "quick": bool(args.quick)})
     del np
     return 0
+
+
+def _torch_variants(args, model_name, x_nhwc, y, eps):
+    """torch_ref:* and torch_lean:* steps (see the module docstring); name -> zero-arg callable."""
+    import numpy as np
+    torch = _common.setup_torch(args.threads)
+    import torch.nn.functional as F
+    from _torch_peers import TorchSDIGenerator, nhwc_to_nchw, torch_resnet18
+
+    from advjax.models.ops import CIFAR10_MEAN, CIFAR10_STD
+
+    if model_name != "resnet18":
+        raise ValueError("bench_sdi: the torch peers mirror resnet18 only; use --no-torch with --model "
+                         f"{model_name}")
+    torch.manual_seed(args.seed)
+    net = torch_resnet18(10, mean=CIFAR10_MEAN, std=CIFAR10_STD)
+    gen = TorchSDIGenerator(3, 64)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    gopt = torch.optim.Adam(gen.parameters(), lr=1e-3, weight_decay=5e-4)
+    x, yt = nhwc_to_nchw(x_nhwc), torch.as_tensor(np.asarray(y), dtype=torch.long)
+    alpha_pgd, alpha_rs, alpha_sdi = 2 / 255, 1.25 * eps, eps
+
+    def input_grad(z, lean):
+        z = z.detach().requires_grad_(True)
+        loss = F.cross_entropy(net(z), yt)
+        if lean:
+            return torch.autograd.grad(loss, [z])[0]
+        net.zero_grad(set_to_none=True)
+        loss.backward()  # also every weight gradient, as the released code
+        return z.grad
+
+    def train_on(z):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(z.detach()), yt).backward()
+        opt.step()
+
+    def fgsm_rs(lean):
+        delta = torch.empty_like(x).uniform_(-eps, eps)
+        delta = (torch.clamp(x + delta, 0, 1) - x)
+        g = input_grad(x + delta, lean)
+        delta = torch.clamp(delta + alpha_rs * g.sign(), -eps, eps)
+        train_on(torch.clamp(x + delta, 0, 1))
+
+    def pgd10(lean):
+        delta = torch.empty_like(x).uniform_(-eps, eps)
+        delta = torch.clamp(x + delta, 0, 1) - x
+        for _ in range(10):
+            g = input_grad(x + delta, lean)
+            delta = torch.clamp(delta + alpha_pgd * g.sign(), -eps, eps)
+            delta = torch.clamp(x + delta, 0, 1) - x
+        train_on(x + delta)
+
+    def sdi(lean, gen_update):
+        s = input_grad(x, lean).sign()
+        if gen_update:
+            gen.train()
+            eta = eps * gen(x, s)
+            xi = torch.clamp(x + eta, 0, 1)
+            g = input_grad(xi, lean)
+            delta = torch.clamp(eta + alpha_sdi * g.sign(), -eps, eps)
+            loss = -F.cross_entropy(net(torch.clamp(x + delta, 0, 1)), yt)
+            gopt.zero_grad(set_to_none=True)
+            if lean:
+                grads = torch.autograd.grad(loss, list(gen.parameters()))
+                for prm, gr in zip(gen.parameters(), grads):
+                    prm.grad = gr
+            else:
+                net.zero_grad(set_to_none=True)
+                loss.backward()
+            gopt.step()
+        gen.eval()
+        with torch.no_grad():
+            eta = eps * gen(x, s)
+        g = input_grad(torch.clamp(x + eta, 0, 1), lean)
+        delta = torch.clamp(eta + alpha_sdi * g.sign(), -eps, eps)
+        train_on(torch.clamp(x + delta, 0, 1))
+
+    net.train()
+    out = {}
+    for style, lean in (("torch_ref:", False), ("torch_lean:", True)):
+        out[style + "fgsm_rs"] = lambda lean=lean: fgsm_rs(lean)
+        out[style + "pgd10_at"] = lambda lean=lean: pgd10(lean)
+        out[style + "sdi_plain"] = lambda lean=lean: sdi(lean, False)
+        out[style + "sdi_gen"] = lambda lean=lean: sdi(lean, True)
+    return out
 
 
 if __name__ == "__main__":
