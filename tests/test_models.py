@@ -53,6 +53,9 @@ def test_unknown_activation_lists_known_names():
 def test_bad_keyword_is_value_error():
     with pytest.raises(ValueError, match="bad keyword"):
         models.get_model("model_b", no_such_field=3)
+    # the message lists the fields the model does take
+    with pytest.raises(ValueError, match=r"'sdi_generator' takes: arch, .*features, out_channels"):
+        models.get_model("sdi_generator", num_classes=10)
 
 
 def test_name_normalization_and_paper_defaults():

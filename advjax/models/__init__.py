@@ -43,7 +43,7 @@ __all__ = [
 
 
 def _sdi_generator(**kw):
-    # Lazy: generator.py is written by another engineer; the registry must work without it.
+    # Lazy import: the generator is FGSM-SDI's, not a classifier; most users never load it.
     from advjax.models.generator import SDIGenerator
 
     return SDIGenerator(**kw)
@@ -134,7 +134,15 @@ def get_model(
     try:
         return _REGISTRY[key](**kw)
     except TypeError as e:  # unknown field
-        raise ValueError(f"get_model({name!r}): bad keyword argument: {e}") from e
+        try:
+            import dataclasses
+
+            fields = sorted(f.name for f in dataclasses.fields(type(_REGISTRY[key]()))
+                            if f.name not in ("parent", "name"))
+            hint = f"; {name!r} takes: {', '.join(fields)}"
+        except Exception:  # noqa: BLE001 - the hint is best effort
+            hint = ""
+        raise ValueError(f"get_model({name!r}): bad keyword argument: {e}{hint}") from e
 
 
 def _example_input(model: nn.Module, batch_size: int):
