@@ -29,6 +29,7 @@ import json
 import math
 import os
 import pathlib
+import sys
 import time
 
 from experiments.base import Experiment, ExperimentResult, fmt
@@ -142,7 +143,9 @@ def train_one(run_dir, method: str, method_kwargs: dict, *, model: str, train, t
                       augment=augment, seed=seed, eval_size=monitor_size, eval_steps=10, eval_eps=eval_eps,
                       eval_alpha=eval_alpha, run_dir=str(run_dir), num_classes=10,
                       input_shape=tuple(int(d) for d in train[0].shape[1:]))
-    return fit(cfg, train_data=train, test_data=test, progress=False)
+    print(f"[sdi] training {method} -> {run_dir}: {epochs} epoch(s) on {len(train[0])} images", file=sys.stderr,
+          flush=True)
+    return fit(cfg, train_data=train, test_data=test, progress=True)
 
 
 def robust_eval(state, x, y, attacks, *, eps: float = EPS, batch_size: int = 250, seed: int = 0) -> dict:
@@ -174,11 +177,13 @@ def robust_eval(state, x, y, attacks, *, eps: float = EPS, batch_size: int = 250
         extra = {"step_size": eps / 4} if name.startswith(("pgd", "cw")) else {}
         attack = None if name == "clean" else get_attack(name, eps=eps, **extra)
         f = count_fn(attack)
-        correct = 0
+        correct, t0 = 0, time.perf_counter()
         for i, s in enumerate(range(0, len(xf), batch_size)):
             xb, yb = jnp.asarray(xf[s:s + batch_size]), jnp.asarray(y[s:s + batch_size])
             correct += int(f(variables, xb, yb, jax.random.PRNGKey(seed * 1000 + i)))
         out[name] = 100.0 * correct / len(xf)
+        print(f"[sdi]   eval {name}: {out[name]:.1f}% of {len(xf)} in {time.perf_counter() - t0:.0f} s",
+              file=sys.stderr, flush=True)
     return out
 
 
