@@ -195,6 +195,29 @@ def best_state(result):
     return result.state if restored is None else restored[0]
 
 
+def evaluate_best_and_last(result, x, y, attacks, **kw) -> tuple[dict, dict]:
+    """(best, last): :func:`robust_eval` of the best-by-test-PGD-10 checkpoint and of the last
+    state. When the best checkpoint is the last state (same parameters) it is evaluated once."""
+    import jax
+    import numpy as np
+
+    last = robust_eval(result.state, x, y, attacks, **kw)
+    best_st = best_state(result)
+    same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(best_st.params),
+                                                    jax.tree.leaves(result.state.params)))
+    if same:
+        print("[sdi]   best checkpoint = last state: evaluated once", file=sys.stderr, flush=True)
+        return dict(last), last
+    return robust_eval(best_st, x, y, attacks, **kw), last
+
+
+def train_seconds(result, n_train: int, batch_size: int) -> float:
+    """Training time from the run's per-epoch throughput (also right for a run resumed from its
+    checkpoints, where the wall time of this call is only the restore)."""
+    per_epoch = n_train // batch_size * batch_size
+    return float(sum(per_epoch / h["images_per_s"] for h in result.history if h.get("images_per_s")))
+
+
 def _row_table(rows: dict, cols) -> str:
     head = ["method"] + list(cols)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -224,13 +247,11 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
             ep = epochs
             if name == "free_at" and sc.free_at_epochs_divided:
                 ep = max(1, math.ceil(epochs / kw["m"]))
-            t0 = time.time()
             res = train_one(out_dir / "runs" / f"{schedule}_{name}", name, kw, model=sc.model,
                             train=(x_tr, y_tr), test=(x_ev, y_ev), epochs=ep, schedule=schedule,
                             batch_size=sc.batch_size, lr=sc.lr, monitor_size=sc.monitor_size, seed=seed)
-            train_s = time.time() - t0
-            last = robust_eval(res.state, x_ev, y_ev, sc.attacks, seed=seed)
-            best = robust_eval(best_state(res), x_ev, y_ev, sc.attacks, seed=seed)
+            train_s = train_seconds(res, len(x_tr), sc.batch_size)
+            best, last = evaluate_best_and_last(res, x_ev, y_ev, sc.attacks, seed=seed)
             rows_best[label] = {**best, "time/epoch (s)": train_s / ep}
             rows_last[label] = last
             metrics["runs"][f"{schedule}/{label}"] = {"best": best, "last": last, "epochs": ep,

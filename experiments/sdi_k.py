@@ -37,7 +37,7 @@ import pathlib
 import time
 
 from experiments.base import Experiment, ExperimentResult, fmt
-from experiments.sdi_cifar10 import EPS, best_state, robust_eval, train_one
+from experiments.sdi_cifar10 import EPS, evaluate_best_and_last, train_one, train_seconds
 from experiments.sdi_overfitting import _optimizer as of_optimizer, eps_str, load_split
 
 K_VALUES = (1, 2, 10, 20, 30, 40)
@@ -87,10 +87,8 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
                         eval_eps=sc.eps, eval_alpha=sc.eps / 4, batch_size=sc.batch_size, augment=sc.augment,
                         optimizer=of_optimizer(sc), dataset="mnist" if sc.data.startswith("mnist") else "cifar10")
         secs = time.time() - t0
-        bs = sc.batch_size
-        train_s = sum(len(x_tr) // bs * bs / h["images_per_s"] for h in res.history)
-        best = robust_eval(best_state(res), x_ev, y_ev, sc.attacks, eps=sc.eps, seed=seed)
-        last = robust_eval(res.state, x_ev, y_ev, sc.attacks, eps=sc.eps, seed=seed)
+        train_s = train_seconds(res, len(x_tr), sc.batch_size)
+        best, last = evaluate_best_and_last(res, x_ev, y_ev, sc.attacks, eps=sc.eps, seed=seed)
         metrics["runs"][str(k)] = {"best": best, "last": last, "train_seconds": train_s,
                                    "wall_seconds": secs, "history": res.history}
         rows.append((k, best, last, train_s / sc.epochs))

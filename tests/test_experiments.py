@@ -5,6 +5,7 @@ import json
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from experiments import base, runner
@@ -166,3 +167,34 @@ def test_robust_eval_steps_scale_with_eps(monkeypatch):
     assert steps[("pgd10", 0.3)] == pytest.approx(0.075) and steps[("cw20", 0.01)] == pytest.approx(0.0025)
     assert small["clean"] == big["clean"] == 100.0
     assert big["pgd10"] <= small["pgd10"] and big["pgd10"] < 100.0
+
+
+def test_best_and_last_evaluated_once_when_they_are_the_same_state(monkeypatch):
+    from types import SimpleNamespace
+
+    import experiments.sdi_cifar10 as sdi
+
+    calls = []
+
+    def fake_eval(state, x, y, attacks, **kw):
+        calls.append(state)
+        return {"clean": float(np.sum(state.params["w"]))}
+
+    monkeypatch.setattr(sdi, "robust_eval", fake_eval)
+    result = SimpleNamespace(state=SimpleNamespace(params={"w": np.ones(3)}))
+    monkeypatch.setattr(sdi, "best_state", lambda r: SimpleNamespace(params={"w": np.ones(3)}))
+    best, last = sdi.evaluate_best_and_last(result, None, None, ())
+    assert len(calls) == 1 and best == last == {"clean": 3.0}
+    monkeypatch.setattr(sdi, "best_state", lambda r: SimpleNamespace(params={"w": np.zeros(3)}))
+    best, last = sdi.evaluate_best_and_last(result, None, None, ())
+    assert len(calls) == 3 and best == {"clean": 0.0} and last == {"clean": 3.0}
+
+
+def test_train_seconds_from_the_per_epoch_throughput():
+    from types import SimpleNamespace
+
+    from experiments.sdi_cifar10 import train_seconds
+
+    # 1000 images at batch 128: 7 full batches = 896 images per epoch
+    result = SimpleNamespace(history=[{"images_per_s": 100.0}, {"images_per_s": 50.0}])
+    assert train_seconds(result, 1000, 128) == pytest.approx(896 / 100 + 896 / 50)
