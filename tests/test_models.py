@@ -407,6 +407,9 @@ def test_conv_plan_per_layer():
     # other dtypes and oversized col2im buffers keep the plain convolution
     assert plan((128, 28, 28, 1), (5, 5, 1, 16), (1, 1), v, jnp.bfloat16) == ("conv", "conv")
     assert plan((4096, 224, 224, 3), (7, 7, 3, 64), (2, 2), ((3, 3), (3, 3)))[1] == "conv"
+    # measured on XLA:CPU only: other backends keep their own convolution
+    assert plan((128, 28, 28, 1), (5, 5, 1, 16), (1, 1), v, backend="gpu") == ("conv", "conv")
+    assert plan((128, 28, 28, 1), (5, 5, 1, 16), (1, 1), v, backend="cpu") == ("taps", "col2im")
 
 
 def test_fast_conv_second_order_matches_lax():

@@ -151,15 +151,21 @@ def _plain_conv(x, w, strides, pads, precision):
 #   the transposed conv's output narrow (1 or 3 channels: 8.2 -> 2.2 ms, 5.8 -> 1.6 ms). Where
 #   neither holds (Model B's 16 -> 32, ResNet's stride-1 3x3) col2im's shifted sums cost more than
 #   the convolution (20 -> 60 ms), so the convolution stays.
+# Other backends (GPU, TPU) always take the plain convolution: nothing here was measured there.
 _TAPS_MAX_CIN = 3
 _COL2IM_MAX_CIN = 4
 _COL2IM_MIN_AREA_RATIO = 2.0
 _COL2IM_MAX_ELEMENTS = 1 << 26  # the g @ w^T buffer; 256 MiB of float32
 
 
-def conv_plan(x_shape, w_shape, strides, pads, dtype=jnp.float32) -> tuple[str, str]:
+def conv_plan(x_shape, w_shape, strides, pads, dtype=jnp.float32, backend: str | None = None) -> tuple[str, str]:
     """(forward, input gradient) algorithms :func:`fast_conv_general_dilated` uses for a 2-D
-    NHWC/HWIO convolution: ``("taps" | "conv", "col2im" | "conv")``. See the notes above."""
+    NHWC/HWIO convolution: ``("taps" | "conv", "col2im" | "conv")``. See the notes above.
+
+    The choices were measured on XLA:CPU only; on any other backend (``backend``, default
+    ``jax.default_backend()``) the plan is the plain convolution both ways (cuDNN / TPU convs)."""
+    if (backend or jax.default_backend()) != "cpu":
+        return "conv", "conv"
     kh, kw, cin, _ = (int(d) for d in w_shape)
     n, h, w = (int(d) for d in x_shape[:3])
     nonneg = all(a >= 0 and b >= 0 for a, b in pads)
