@@ -169,16 +169,18 @@ def _torch_variants(args, model_name, x_nhwc, y, eps):
         F.cross_entropy(net(z.detach()), yt).backward()
         opt.step()
 
-    def fgsm_rs(lean):
+    def random_start():
         delta = torch.empty_like(x).uniform_(-eps, eps)
-        delta = (torch.clamp(x + delta, 0, 1) - x)
+        return torch.clamp(x + delta, 0, 1) - x
+
+    def fgsm_rs(lean):
+        delta = random_start()
         g = input_grad(x + delta, lean)
         delta = torch.clamp(delta + alpha_rs * g.sign(), -eps, eps)
         train_on(torch.clamp(x + delta, 0, 1))
 
     def pgd10(lean):
-        delta = torch.empty_like(x).uniform_(-eps, eps)
-        delta = torch.clamp(x + delta, 0, 1) - x
+        delta = random_start()
         for _ in range(10):
             g = input_grad(x + delta, lean)
             delta = torch.clamp(delta + alpha_pgd * g.sign(), -eps, eps)
