@@ -148,8 +148,10 @@ def train_one(run_dir, method: str, method_kwargs: dict, *, model: str, train, t
     return fit(cfg, train_data=train, test_data=test, progress=True)
 
 
-def robust_eval(state, x, y, attacks, *, eps: float = EPS, batch_size: int = 250, seed: int = 0) -> dict:
-    """Accuracy (%) on (x, y): clean and under each named attack (``advjax.attacks.get_attack``).
+def robust_eval(state, x, y, attacks, *, eps: float = EPS, batch_size: int = 250, seed: int = 0,
+                include_clean: bool = True) -> dict:
+    """Accuracy (%) on (x, y): clean (unless ``include_clean=False``) and under each named attack
+    (``advjax.attacks.get_attack``).
 
     PGD and CW run with step size eps / 4 (the thesis' evaluation: 2/255 at eps = 8/255)."""
     import jax
@@ -173,7 +175,7 @@ def robust_eval(state, x, y, attacks, *, eps: float = EPS, batch_size: int = 250
         return f
 
     out = {}
-    for name in ("clean",) + tuple(attacks):
+    for name in (("clean",) if include_clean else ()) + tuple(attacks):
         extra = {"step_size": eps / 4} if name.startswith(("pgd", "cw")) else {}
         attack = None if name == "clean" else get_attack(name, eps=eps, **extra)
         f = count_fn(attack)
@@ -195,20 +197,77 @@ def best_state(result):
     return result.state if restored is None else restored[0]
 
 
-def evaluate_best_and_last(result, x, y, attacks, **kw) -> tuple[dict, dict]:
-    """(best, last): :func:`robust_eval` of the best-by-test-PGD-10 checkpoint and of the last
-    state. When the best checkpoint is the last state (same parameters) it is evaluated once."""
+def params_fingerprint(state) -> str:
+    """sha256 of a state's parameters and batch-norm statistics (names, shapes and bytes)."""
+    import hashlib
+
     import jax
     import numpy as np
 
-    last = robust_eval(result.state, x, y, attacks, **kw)
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state.variables()):
+        a = np.asarray(leaf)
+        h.update(f"{jax.tree_util.keystr(path)}{a.shape}{a.dtype}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _cached_eval(cache: dict, save, state, x, y, attacks, kw) -> dict:
+    """robust_eval of ``state``, one attack at a time, each looked up in / stored to ``cache``
+    (then ``save()``d) under a key of the state's fingerprint, the attack, the data and the
+    settings: a changed state or setting re-evaluates, an interrupted evaluation resumes."""
+    import hashlib
+
+    import numpy as np
+
+    data = hashlib.sha256(np.ascontiguousarray(np.asarray(x)).tobytes()
+                          + np.ascontiguousarray(np.asarray(y)).tobytes()).hexdigest()[:16]
+    fingerprint = params_fingerprint(state)
+    out = {}
+    for name in ("clean",) + tuple(attacks):
+        key = json.dumps({"params": fingerprint, "attack": name, "data": data, **kw}, sort_keys=True, default=float)
+        if key in cache:
+            print(f"[sdi]   eval {name}: {cache[key]:.1f}% (from the run's evaluations.json)", file=sys.stderr,
+                  flush=True)
+        else:
+            clean = name == "clean"
+            cache[key] = robust_eval(state, x, y, () if clean else (name,), include_clean=clean, **kw)[name]
+            save()
+        out[name] = cache[key]
+    return out
+
+
+def evaluate_best_and_last(result, x, y, attacks, *, cache_path=None, **kw) -> tuple[dict, dict]:
+    """(best, last): :func:`robust_eval` of the best-by-test-PGD-10 checkpoint and of the last
+    state. When the best checkpoint is the last state (same parameters) it is evaluated once.
+
+    ``cache_path``: a JSON file (e.g. ``<run_dir>/evaluations.json``) of earlier results, keyed by
+    the evaluated parameters' fingerprint, the attack, the data and ``kw``; a re-run of an
+    experiment then repeats no finished evaluation, and an interrupted one resumes per attack."""
+    import jax
+    import numpy as np
+
+    cache_path = None if cache_path is None else pathlib.Path(cache_path)
+    cache = json.loads(cache_path.read_text()) if cache_path is not None and cache_path.exists() else {}
+
+    def save():
+        tmp = cache_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cache, indent=1, default=float))
+        tmp.replace(cache_path)
+
+    def evaluate(state):
+        if cache_path is None:
+            return robust_eval(state, x, y, attacks, **kw)
+        return _cached_eval(cache, save, state, x, y, attacks, kw)
+
+    last = evaluate(result.state)
     best_st = best_state(result)
     same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(best_st.params),
                                                     jax.tree.leaves(result.state.params)))
     if same:
         print("[sdi]   best checkpoint = last state: evaluated once", file=sys.stderr, flush=True)
         return dict(last), last
-    return robust_eval(best_st, x, y, attacks, **kw), last
+    return evaluate(best_st), last
 
 
 def train_seconds(result, n_train: int, batch_size: int) -> float:
@@ -251,7 +310,8 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
                             train=(x_tr, y_tr), test=(x_ev, y_ev), epochs=ep, schedule=schedule,
                             batch_size=sc.batch_size, lr=sc.lr, monitor_size=sc.monitor_size, seed=seed)
             train_s = train_seconds(res, len(x_tr), sc.batch_size)
-            best, last = evaluate_best_and_last(res, x_ev, y_ev, sc.attacks, seed=seed)
+            best, last = evaluate_best_and_last(res, x_ev, y_ev, sc.attacks, seed=seed,
+                                                cache_path=pathlib.Path(res.run_dir) / "evaluations.json")
             rows_best[label] = {**best, "time/epoch (s)": train_s / ep}
             rows_last[label] = last
             metrics["runs"][f"{schedule}/{label}"] = {"best": best, "last": last, "epochs": ep,

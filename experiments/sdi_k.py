@@ -88,7 +88,8 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
                         optimizer=of_optimizer(sc), dataset="mnist" if sc.data.startswith("mnist") else "cifar10")
         secs = time.time() - t0
         train_s = train_seconds(res, len(x_tr), sc.batch_size)
-        best, last = evaluate_best_and_last(res, x_ev, y_ev, sc.attacks, eps=sc.eps, seed=seed)
+        best, last = evaluate_best_and_last(res, x_ev, y_ev, sc.attacks, eps=sc.eps, seed=seed,
+                                            cache_path=pathlib.Path(res.run_dir) / "evaluations.json")
         metrics["runs"][str(k)] = {"best": best, "last": last, "train_seconds": train_s,
                                    "wall_seconds": secs, "history": res.history}
         rows.append((k, best, last, train_s / sc.epochs))

@@ -198,3 +198,41 @@ def test_train_seconds_from_the_per_epoch_throughput():
     # 1000 images at batch 128: 7 full batches = 896 images per epoch
     result = SimpleNamespace(history=[{"images_per_s": 100.0}, {"images_per_s": 50.0}])
     assert train_seconds(result, 1000, 128) == pytest.approx(896 / 100 + 896 / 50)
+
+
+def test_evaluations_are_cached_per_attack_and_keyed_by_the_parameters(monkeypatch, tmp_path):
+    """A re-run of an sdi experiment repeats no finished evaluation (an interrupted one resumes
+    per attack); a different state, attack list or setting is evaluated afresh."""
+    from types import SimpleNamespace
+
+    import experiments.sdi_cifar10 as sdi
+
+    calls = []
+
+    def fake_eval(state, x, y, attacks, include_clean=True, **kw):
+        calls.append((tuple(attacks), include_clean))
+        w = float(np.sum(state.params["w"]))
+        out = {a: w + i for i, a in enumerate(attacks)}
+        return {"clean": w, **out} if include_clean else out
+
+    def make(w):
+        params = {"w": np.full(3, w)}
+        return SimpleNamespace(params=params, variables=lambda: {"params": params})
+
+    monkeypatch.setattr(sdi, "robust_eval", fake_eval)
+    result = SimpleNamespace(state=make(1.0))
+    monkeypatch.setattr(sdi, "best_state", lambda r: make(1.0))
+    x, y, cache = np.zeros((2, 4)), np.zeros(2), tmp_path / "evaluations.json"
+    first = sdi.evaluate_best_and_last(result, x, y, ("pgd10", "cw20"), cache_path=cache, seed=0)
+    assert first == ({"clean": 3.0, "pgd10": 3.0, "cw20": 3.0},) * 2 and len(calls) == 3
+    again = sdi.evaluate_best_and_last(result, x, y, ("pgd10", "cw20"), cache_path=cache, seed=0)
+    assert again == first and len(calls) == 3
+    # one new attack: only it is run
+    sdi.evaluate_best_and_last(result, x, y, ("pgd10", "pgd20"), cache_path=cache, seed=0)
+    assert calls[3:] == [(("pgd20",), False)]
+    # another setting, or other parameters: evaluated afresh
+    sdi.evaluate_best_and_last(result, x, y, ("pgd10",), cache_path=cache, seed=1)
+    assert len(calls) == 6
+    sdi.evaluate_best_and_last(SimpleNamespace(state=make(2.0)), x, y, ("pgd10",), cache_path=cache, seed=0)
+    # the last state (w=2) is new: clean + pgd10; the best (w=1) was evaluated with seed 0 before
+    assert len(calls) == 8
