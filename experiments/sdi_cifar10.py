@@ -21,6 +21,27 @@ Scales:
 
 Paper values: the thesis / TIP tables were not available offline here, so ``PAPER_VALUES`` is empty
 rather than quoted from memory.
+
+Measured at scale ``cpu`` (2026-11-22, seed 0; robust accuracy % on 500 held-out images, eps 8/255;
+the best checkpoint is the last one except for FGSM-CKPT):
+
+=============  =====  ======  ======  ======  =====  =======
+method         clean  PGD-10  PGD-20  PGD-50  CW-20  APGD-CE
+=============  =====  ======  ======  ======  =====  =======
+FGSM-SDI       40.0   29.0    29.0    29.0    24.8   28.0
+FGSM-RS        40.8   26.2    26.2    26.2    24.0   26.0
+FGSM-CKPT best 34.8   13.6    13.2    13.2    13.8   13.2
+FGSM-CKPT last 46.6   12.8    12.2    12.4    13.0   11.6
+FGSM-GA        39.0   25.2    25.4    25.4    23.6   25.0
+Free-AT (m=8)  26.6   19.4    19.4    19.4    18.0   19.4
+PGD-AT         40.6   28.2    28.0    28.0    24.6   26.8
+=============  =====  ======  ======  ======  =====  =======
+
+FGSM-SDI is the most robust here, PGD-AT second. FGSM-CKPT trains an example clean when the model
+already misclassifies it, which at ~40% clean accuracy is most of them, hence its low robustness at
+this scale. The run's "time/epoch" column is not a speed measurement: the runs shared the machine
+with benchmarks that paused them (SIGSTOP), which the per-epoch throughput counts; use
+``benchmarks/bench_sdi.py`` for speed.
 """
 from __future__ import annotations
 
