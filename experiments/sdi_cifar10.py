@@ -40,9 +40,8 @@ PGD-AT         40.6   28.2    28.0    28.0    24.6   26.8
 FGSM-SDI is the most robust here, PGD-AT second. FGSM-CKPT trains an example clean when the model
 already misclassifies it, which at ~40% clean accuracy is most of them, hence its low robustness at
 this scale. The run's "time/epoch" column is not a speed measurement: FGSM-SDI's run (277 s/epoch,
-above PGD-AT's 228) and others shared the machine
-with benchmarks that paused them (SIGSTOP), which the per-epoch throughput counts; use
-``benchmarks/bench_sdi.py`` for speed.
+above PGD-AT's 228) and others shared the machine with benchmarks that paused them (SIGSTOP),
+which the per-epoch throughput counts; use ``benchmarks/bench_sdi.py`` for speed.
 """
 from __future__ import annotations
 
