@@ -55,15 +55,23 @@ def add_common_args(parser) -> None:
                         help=f"XLA_FLAGS for this run (default {DEFAULT_XLA_FLAGS!r}: YNNPACK fusion off, "
                              "DESIGN.md lever 2); pass '' for XLA's defaults. Appended to any XLA_FLAGS "
                              "already in the environment")
+    parser.add_argument("--conv", choices=("auto", "xla", "onednn"), default=None,
+                        help="advjax's CPU convolutions (sets ADVJAX_CONV for this run): 'xla' = XLA's own, "
+                             "'onednn' = oneDNN through jax.ffi where it was measured faster (needs "
+                             "`pip install 'advjax[onednn]'`), 'auto' = oneDNN when installed. Default: the "
+                             "environment's ADVJAX_CONV, else auto. One setting per process: compare the two "
+                             "by their ratios to the PyTorch peer in two runs")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peers (advjax only, no ratios)")
     parser.add_argument("--out", default=None, help="write all results as JSON to this file")
     parser.add_argument("--seed", type=int, default=0, help="seed of data order, initial weights and attack keys")
 
 
-def configure(threads: int = 2, xla_flags: str | None = DEFAULT_XLA_FLAGS) -> None:
-    """Set XLA_FLAGS and thread environment variables. Call before importing jax or torch."""
+def configure(threads: int = 2, xla_flags: str | None = DEFAULT_XLA_FLAGS, conv: str | None = None) -> None:
+    """Set XLA_FLAGS, ADVJAX_CONV and thread environment variables. Call before importing jax or torch."""
     if "jax" in sys.modules or "torch" in sys.modules:
         raise RuntimeError("benchmarks._common.configure must run before jax / torch are imported")
+    if conv is not None:
+        os.environ["ADVJAX_CONV"] = conv
     flags = os.environ.get("XLA_FLAGS", "")
     for flag in (xla_flags or "").split():
         if flag not in flags.split():
@@ -283,6 +291,14 @@ def machine_info(threads: int) -> dict:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "load_average_start": load_average(),
     }
+    try:
+        from advjax.native import onednn
+
+        ok, where = onednn.status()
+        info["conv"] = {"ADVJAX_CONV": onednn.mode(), "onednn_available": ok, "onednn": where,
+                        "onednn_used": onednn.enabled()}
+    except Exception as e:  # noqa: BLE001 -- informational only
+        info["conv"] = {"error": f"{type(e).__name__}: {e}"}
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -208,7 +208,7 @@ def _progress(row, out, results) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    _common.configure(args.threads, args.xla_flags)
+    _common.configure(args.threads, args.xla_flags, args.conv)
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -223,7 +223,7 @@ def main(argv=None) -> int:
         import _torch_peers as peers
     info = _common.machine_info(args.threads)
     print(f"# bench_attacks  {info['date_utc']}  {info.get('cpu', '?')}  threads={args.threads}  "
-          f"XLA_FLAGS={info['xla_flags']!r}  load={info['load_average_start']}", flush=True)
+          f"XLA_FLAGS={info['xla_flags']!r}  conv={info['conv']}  load={info['load_average_start']}", flush=True)
     results = {"machine": info, "args": vars(args), "models": {}, "rows": [], "loop_rows": []}
 
     for model_name in dict.fromkeys(args.models + args.loop_models):

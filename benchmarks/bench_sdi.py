@@ -53,7 +53,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    _common.configure(args.threads, args.xla_flags)
+    _common.configure(args.threads, args.xla_flags, args.conv)
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     if with_torch:
         variants.update(_torch_variants(args, model_name, np.asarray(x), np.asarray(y), eps))
     info = _common.machine_info(args.threads)
-    print(f"[bench_sdi] {model_name}, batch {batch}, k={args.k}, load {info['load_average_start']}", flush=True)
+    print(f"[bench_sdi] {model_name}, batch {batch}, k={args.k}, conv {info['conv']}, load {info['load_average_start']}", flush=True)
     compile_s = {}
     for name, fn in variants.items():
         t, _ = _common.timed_call(fn)  # first call: trace + compile + one run

@@ -177,7 +177,7 @@ def torch_step_fn(torch, torchattacks, method_name, module, opt, x, y, s, k):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    _common.configure(args.threads, args.xla_flags)
+    _common.configure(args.threads, args.xla_flags, args.conv)
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -192,7 +192,7 @@ def main(argv=None) -> int:
         import _torch_peers as peers
     info = _common.machine_info(args.threads)
     print(f"# bench_train_step  {info['date_utc']}  {info.get('cpu', '?')}  threads={args.threads}  "
-          f"XLA_FLAGS={info['xla_flags']!r}  load={info['load_average_start']}", flush=True)
+          f"XLA_FLAGS={info['xla_flags']!r}  conv={info['conv']}  load={info['load_average_start']}", flush=True)
 
     peak = _common.peak_matmul(args.peak_n, repeats=3 if args.quick else 5, torch=torch)
     print(f"peak float32 matmul ({args.peak_n}^3): numpy {peak['numpy']:.1f}, jax {peak['jax']:.1f}"

@@ -393,23 +393,35 @@ def test_fast_conv_matches_lax(hw, k, s, pad, jit, cin):
 
 
 def test_conv_plan_per_layer():
-    """The algorithm choice for the layers it was measured on (see ops.conv_plan)."""
-    plan = ops.conv_plan
+    """The algorithm choice for the layers it was measured on (see ops.conv_plan), without
+    oneDNN (``native=False``) and with it (``native=True``; benchmarks/bench_conv_layers.py)."""
     v = ((0, 0), (0, 0))
     same = ((1, 1), (1, 1))
-    assert plan((128, 28, 28, 1), (5, 5, 1, 16), (1, 1), v) == ("taps", "col2im")  # Model B conv 1
-    assert plan((128, 24, 24, 16), (5, 5, 16, 32), (1, 1), v) == ("conv", "conv")  # conv 2
-    assert plan((128, 10, 10, 32), (5, 5, 32, 64), (1, 1), v) == ("conv", "col2im")  # conv 3
-    assert plan((32, 32, 32, 3), (3, 3, 3, 64), (1, 1), same) == ("taps", "col2im")  # ResNet stem
-    assert plan((32, 32, 32, 64), (3, 3, 64, 64), (1, 1), same) == ("conv", "conv")
-    assert plan((32, 32, 32, 64), (3, 3, 64, 128), (2, 2), same) == ("conv", "col2im")
-    assert plan((32, 32, 32, 64), (1, 1, 64, 128), (2, 2), v) == ("conv", "col2im")
+
+    def plan(*a, native=False, **k):
+        return ops.conv_plan(*a, native=native, **k)
+
+    assert plan((128, 28, 28, 1), (5, 5, 1, 16), (1, 1), v) == ("taps", "col2im", "conv")  # Model B conv 1
+    assert plan((128, 24, 24, 16), (5, 5, 16, 32), (1, 1), v) == ("conv", "conv", "conv")  # conv 2
+    assert plan((128, 10, 10, 32), (5, 5, 32, 64), (1, 1), v) == ("conv", "col2im", "conv")  # conv 3
+    assert plan((32, 32, 32, 3), (3, 3, 3, 64), (1, 1), same) == ("taps", "col2im", "conv")  # ResNet stem
+    assert plan((32, 32, 32, 64), (3, 3, 64, 64), (1, 1), same) == ("conv", "conv", "conv")
+    assert plan((32, 32, 32, 64), (3, 3, 64, 128), (2, 2), same) == ("conv", "col2im", "conv")
+    assert plan((32, 32, 32, 64), (1, 1, 64, 128), (2, 2), v) == ("conv", "col2im", "conv")
+    # with oneDNN: Model B's conv 2 goes to oneDNN every way; the taps / col2im choices stay
+    # where they beat it; wide layers on small maps keep XLA's kernel gradient
+    assert plan((128, 28, 28, 1), (5, 5, 1, 16), (1, 1), v, native=True) == ("taps", "col2im", "onednn")
+    assert plan((128, 24, 24, 16), (5, 5, 16, 32), (1, 1), v, native=True) == ("onednn",) * 3
+    assert plan((128, 10, 10, 32), (5, 5, 32, 64), (1, 1), v, native=True) == ("conv", "onednn", "conv")
+    assert plan((32, 32, 32, 64), (3, 3, 64, 64), (1, 1), same, native=True) == ("onednn",) * 3
+    assert plan((32, 8, 8, 256), (3, 3, 256, 256), (1, 1), same, native=True) == ("onednn", "onednn", "conv")
+    assert plan((32, 32, 32, 64), (1, 1, 64, 128), (2, 2), v, native=True) == ("conv", "col2im", "onednn")
     # other dtypes and oversized col2im buffers keep the plain convolution
-    assert plan((128, 28, 28, 1), (5, 5, 1, 16), (1, 1), v, jnp.bfloat16) == ("conv", "conv")
+    assert plan((128, 28, 28, 1), (5, 5, 1, 16), (1, 1), v, jnp.bfloat16, native=True) == ("conv",) * 3
     assert plan((4096, 224, 224, 3), (7, 7, 3, 64), (2, 2), ((3, 3), (3, 3)))[1] == "conv"
     # measured on XLA:CPU only: other backends keep their own convolution
-    assert plan((128, 28, 28, 1), (5, 5, 1, 16), (1, 1), v, backend="gpu") == ("conv", "conv")
-    assert plan((128, 28, 28, 1), (5, 5, 1, 16), (1, 1), v, backend="cpu") == ("taps", "col2im")
+    assert plan((128, 28, 28, 1), (5, 5, 1, 16), (1, 1), v, backend="gpu", native=True) == ("conv",) * 3
+    assert plan((128, 28, 28, 1), (5, 5, 1, 16), (1, 1), v, backend="cpu") == ("taps", "col2im", "conv")
 
 
 def test_fast_conv_second_order_matches_lax():

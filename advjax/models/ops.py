@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from advjax.native import onednn
+
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
@@ -156,17 +158,33 @@ _TAPS_MAX_CIN = 3
 _COL2IM_MAX_CIN = 4
 _COL2IM_MIN_AREA_RATIO = 2.0
 _COL2IM_MAX_ELEMENTS = 1 << 26  # the g @ w^T buffer; 256 MiB of float32
+# oneDNN (advjax.native.onednn, when installed), per operation, where it beat the choice above
+# (benchmarks/README.md, "oneDNN convolutions through jax.ffi"): the forward of convs with >= 16
+# input channels whose output is not much smaller than their input (not stride 2, not Model B's
+# 5x5 on 10x10; there XLA's forward was as fast or faster), the input gradient of every k x k (k > 1) conv with > 4 input
+# channels (Model B's 16 -> 32: 28 -> 9.5 ms), the kernel gradient of layers with a large output
+# map and few channels (ResNet-18's 64 -> 64 at 32x32: 123 -> 84 ms at batch 128). XLA keeps the
+# kernel gradient of the wide, small-map layers (256 x 256 at 8x8: oneDNN 0.6-0.8x).
+_ONEDNN_FWD_MIN_CIN = 16
+_ONEDNN_DW_MIN_AREA = 256
+_ONEDNN_DW_MAX_CIN_COUT = 64 * 128
 
 
-def conv_plan(x_shape, w_shape, strides, pads, dtype=jnp.float32, backend: str | None = None) -> tuple[str, str]:
-    """(forward, input gradient) algorithms :func:`fast_conv_general_dilated` uses for a 2-D
-    NHWC/HWIO convolution: ``("taps" | "conv", "col2im" | "conv")``. See the notes above.
+def conv_plan(
+    x_shape, w_shape, strides, pads, dtype=jnp.float32, backend: str | None = None, native: bool | None = None
+) -> tuple[str, str, str]:
+    """(forward, input gradient, kernel gradient) algorithms :func:`fast_conv_general_dilated`
+    uses for a 2-D NHWC/HWIO convolution: ``("taps" | "conv" | "onednn", "col2im" | "conv" |
+    "onednn", "conv" | "onednn")``. See the notes above.
 
     The choices were measured on XLA:CPU only; on any other backend (``backend``, default
-    ``jax.default_backend()``) the plan is the plain convolution both ways (cuDNN / TPU convs)."""
+    ``jax.default_backend()``) the plan is the plain convolution every way (cuDNN / TPU convs).
+    ``native`` says whether the oneDNN convolutions may be used (default:
+    :func:`advjax.native.onednn.enabled`, i.e. the ``[onednn]`` extra is installed and
+    ``ADVJAX_CONV`` is not ``xla``)."""
     if (backend or jax.default_backend()) != "cpu":
-        return "conv", "conv"
-    kh, kw, cin, _ = (int(d) for d in w_shape)
+        return "conv", "conv", "conv"
+    kh, kw, cin, cout = (int(d) for d in w_shape)
     n, h, w = (int(d) for d in x_shape[:3])
     nonneg = all(a >= 0 and b >= 0 for a, b in pads)
     ho = (h + pads[0][0] + pads[0][1] - kh) // strides[0] + 1
@@ -181,7 +199,20 @@ def conv_plan(x_shape, w_shape, strides, pads, dtype=jnp.float32, backend: str |
         and n * ho * wo * kh * kw * cin <= _COL2IM_MAX_ELEMENTS
         and (cin <= _COL2IM_MAX_CIN or h * w >= _COL2IM_MIN_AREA_RATIO * ho * wo)
     )
-    return fwd, "col2im" if col2im else "conv"
+    dx = "col2im" if col2im else "conv"
+    dw = "conv"
+    if native is None:
+        from advjax.native import onednn
+
+        native = onednn.enabled(backend)
+    if native and f32 and nonneg and ho > 0 and wo > 0:
+        if cin >= _ONEDNN_FWD_MIN_CIN and h * w < _COL2IM_MIN_AREA_RATIO * ho * wo:
+            fwd = "onednn"
+        if cin > _COL2IM_MAX_CIN and kh * kw > 1:
+            dx = "onednn"
+        if ho * wo >= _ONEDNN_DW_MIN_AREA and cin * cout <= _ONEDNN_DW_MAX_CIN_COUT:
+            dw = "onednn"
+    return fwd, dx, dw
 
 
 def _taps_conv(x, w, strides, pads):
@@ -204,8 +235,11 @@ def _taps_conv(x, w, strides, pads):
 
 
 def _conv_forward(x, w, strides, pads, precision):
-    if conv_plan(x.shape, w.shape, strides, pads, x.dtype)[0] == "taps" and precision is None:
+    fwd = conv_plan(x.shape, w.shape, strides, pads, x.dtype)[0] if precision is None else "conv"
+    if fwd == "taps":
         return _taps_conv(x, w, strides, pads)
+    if fwd == "onednn":
+        return onednn.conv(x, w, strides, pads)
     return _plain_conv(x, w, strides, pads, precision)
 
 
@@ -264,15 +298,23 @@ def _conv_nhwc_fwd(x, w, strides, pads, precision):
 
 def _conv_nhwc_bwd(strides, pads, precision, res, g):
     x, w = res
-    if conv_plan(x.shape, w.shape, strides, pads, x.dtype)[1] == "col2im" and precision is None:
+    _, dx_plan, dw_plan = (
+        conv_plan(x.shape, w.shape, strides, pads, x.dtype) if precision is None else ("conv",) * 3
+    )
+    if dx_plan == "col2im":
         dx = _dx_col2im(x.shape, w, g, strides, pads)
+    elif dx_plan == "onednn":
+        dx = onednn.conv_backward_data(g, w, x.shape, strides, pads)
     else:
         dx = _dx_transposed_conv(x.shape, w, g, strides, pads, precision)
     dx = dx.astype(x.dtype)
-    # The kernel gradient keeps JAX's own rule (dead code, removed by XLA, when only the input
-    # gradient is needed, as in every attack).
-    _, w_vjp = jax.vjp(lambda w_: _plain_conv(x, w_, strides, pads, precision), w)
-    (dw,) = w_vjp(g)
+    # The kernel gradient is dead code, removed by XLA, when only the input gradient is needed,
+    # as in every attack.
+    if dw_plan == "onednn":
+        dw = onednn.conv_backward_weights(x, g, w.shape, strides, pads)
+    else:
+        _, w_vjp = jax.vjp(lambda w_: _plain_conv(x, w_, strides, pads, precision), w)
+        (dw,) = w_vjp(g)
     return dx, dw
 
 

@@ -1,0 +1,1 @@
+"""Native (C++) kernels behind ``jax.ffi``, optional: see :mod:`advjax.native.onednn`."""
