@@ -21,9 +21,14 @@ it is unavailable. ``ADVJAX_NATIVE_CACHE`` moves the build cache (default
 ``~/.cache/advjax/native``); ``ADVJAX_ONEDNN_ROOT`` points at a oneDNN install (``include/`` and
 ``lib/``) other than the wheels'. oneDNN runs its own OpenMP threads (``OMP_NUM_THREADS``).
 
+Data parallel: every call is a ``custom_partitioning`` op whose activations may be sharded on
+the batch axis (the kernel gradient is summed across shards), so a jitted step over a
+``NamedSharding``-sharded batch runs each device's share, as XLA's own convolution does.
+``jax.vmap`` folds a mapped axis of the activations into the batch when the kernel is shared,
+and maps sequentially (``lax.map``) otherwise.
+
 Limits: float32 only; forward-mode autodiff is not defined (as for every ``custom_vjp`` conv in
-advjax: use ``fast_conv=False`` for ``jax.jvp``/``jax.hessian``); under ``jax.vmap`` the call is
-made once per mapped element (``vmap_method="sequential"``).
+advjax: use ``fast_conv=False`` for ``jax.jvp``/``jax.hessian``).
 """
 from __future__ import annotations
 
@@ -150,14 +155,106 @@ def _attrs(strides, pads):
                 plw=np.int64(plw), phw=np.int64(phw))
 
 
+def _ffi(kind, out_shape, a, b, strides, pads):
+    """The bare custom call on dense operands (one device's shard)."""
+    return jax.ffi.ffi_call(_TARGETS[kind][0], jax.ShapeDtypeStruct(tuple(out_shape), a.dtype))(
+        a, b, **_attrs(strides, pads))
+
+
+# Data parallel: a custom call has no sharding rule of its own, so under jit with a batch-sharded
+# input XLA would all-gather the batch and run the whole convolution on every device. Each call
+# is therefore a custom_partitioning op: the batch axis of the activations (x, the output
+# cotangent g) may be sharded, everything else is replicated; forward and input gradient are
+# computed shard by shard, the kernel gradient (a sum over the batch) is summed across the shards
+# with psum. On one device the op is inlined (no partitioning machinery).
+_RULES = {  # operands -> result, einsum-like (b: batch; the only factor that may be sharded)
+    "fwd": "b h w c, kh kw c o -> b ho wo o",
+    "bwd_data": "b ho wo o, kh kw c o -> b h w c",
+    "bwd_weights": "b h w c, b ho wo o -> kh kw c o",
+}
+
+
+def _batch_axes(sharding):
+    spec = getattr(sharding, "spec", None)
+    return spec[0] if spec else None
+
+
+def _make_partitioned(kind):
+    from jax.experimental.custom_partitioning import custom_partitioning
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    def op(a, b, out_shape, strides, pads):
+        return _ffi(kind, out_shape, a, b, strides, pads)
+
+    op = custom_partitioning(op, static_argnums=(2, 3, 4))
+    weights_out = kind == "bwd_weights"
+
+    def shardings(mesh, arg_shapes):
+        axes = _batch_axes(arg_shapes[0].sharding)
+        act = NamedSharding(mesh, P(axes))
+        rep = NamedSharding(mesh, P())
+        args = (act, act) if weights_out else (act, rep)
+        return axes, args, (rep if weights_out else act)
+
+    def infer(out_shape, strides, pads, mesh, arg_shapes, result_shape):
+        return shardings(mesh, arg_shapes)[2]
+
+    def partition(out_shape, strides, pads, mesh, arg_shapes, result_shape):
+        axes, arg_sh, out_sh = shardings(mesh, arg_shapes)
+        names = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
+        parts = int(np.prod([mesh.shape[n] for n in names])) if names else 1
+        local = tuple(out_shape) if weights_out else (out_shape[0] // parts, *out_shape[1:])
+
+        def lower(a, b):
+            r = _ffi(kind, local, a, b, strides, pads)
+            return jax.lax.psum(r, names) if (weights_out and names) else r
+
+        return mesh, lower, out_sh, arg_sh
+
+    op.def_partition(
+        partition,
+        infer_sharding_from_operands=infer,
+        propagate_user_sharding=lambda *a: a[-1].sharding,
+        sharding_rule=_RULES[kind],
+        reduction_factors=("b",) if weights_out else (),
+        # every factor but the batch, in the order they first appear (Shardy wants them sorted)
+        need_replication_factors=tuple(dict.fromkeys(
+            f for f in _RULES[kind].replace(",", " ").replace("->", " ").split() if f != "b")),
+    )
+    return op
+
+
+@functools.cache
+def _partitioned(kind):
+    return _make_partitioned(kind)
+
+
 def _call(kind, out_shape, a, b, strides, pads):
+    """One oneDNN operation on NHWC/HWIO float32 operands; jit-, shard- and vmap-able."""
     if a.dtype != np.float32 or b.dtype != np.float32:
         raise TypeError(f"oneDNN convolutions take float32, got {a.dtype} and {b.dtype}")
     ok, why = _load()  # registers the FFI targets (once) before the first call is traced
     if not ok:
         raise RuntimeError(f"the oneDNN convolutions are unavailable: {why}")
-    return jax.ffi.ffi_call(_TARGETS[kind][0], jax.ShapeDtypeStruct(tuple(out_shape), a.dtype),
-                            vmap_method="sequential")(a, b, **_attrs(strides, pads))
+    out_shape = tuple(int(d) for d in out_shape)
+
+    @jax.custom_batching.custom_vmap
+    def call(a, b):
+        return _partitioned(kind)(a, b, out_shape, strides, pads)
+
+    @call.def_vmap
+    def _vmapped(axis_size, in_batched, a, b):
+        a_batched, b_batched = in_batched
+        if a_batched and not b_batched and kind != "bwd_weights":
+            # a batch of batches of activations against one kernel: fold the vmapped axis into N
+            v, n = a.shape[:2]
+            out = _call(kind, (v * n, *out_shape[1:]), a.reshape(v * n, *a.shape[2:]), b, strides, pads)
+            return out.reshape(v, n, *out_shape[1:]), True
+        a = a if a_batched else jax.numpy.broadcast_to(a, (axis_size, *a.shape))
+        b = b if b_batched else jax.numpy.broadcast_to(b, (axis_size, *b.shape))
+        return jax.lax.map(lambda ab: _call(kind, out_shape, ab[0], ab[1], strides, pads), (a, b)), True
+
+    return call(a, b)
 
 
 def _out_hw(x_shape, w_shape, strides, pads):
