@@ -1,6 +1,9 @@
 """Attack speed and agreement: advjax vs torchattacks on the same weights and data, as ratios.
 
-Attacks: PGD-20 (L-inf, random start, step eps/8 in both), APGD-CE (100 iterations, 1 restart)
+Attacks: PGD-20 (L-inf, random start, step eps/8 in both), PGD-20-fixed (the same from x itself,
+no random start: both frameworks then attack from the same point, so their robust accuracies
+differ only where a float-noise gradient sign differs -- the agreement check; PGD-20's random
+starts come from two different generators), APGD-CE (100 iterations, 1 restart)
 and AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square 5000; on the torch side a MultiAttack of
 torchattacks APGD / APGDT / FAB(multi_targeted) / Square with 100 iterations, as the official
 AutoAttack -- torchattacks' own ``AutoAttack`` class runs only 10). Models: Model B on MNIST
@@ -40,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _common  # noqa: E402
 
 MODELS = ("model_b", "resnet18")
-ATTACKS = ("pgd20", "apgd-ce", "aa")
+ATTACKS = ("pgd20", "pgd20-fixed", "apgd-ce", "aa")
 
 
 def parse_args(argv=None):
@@ -59,10 +62,10 @@ def parse_args(argv=None):
                    help="L-inf radius for Model B (default 0.1: the briefly trained, non-robust model keeps "
                         "a robust accuracy far from 0 and 100%%, so agreement is informative)")
     p.add_argument("--eps-r", type=float, default=8 / 255, help="L-inf radius for ResNet-18 (default 8/255)")
-    p.add_argument("--rounds-b", default="pgd20=8,apgd-ce=5,aa=1",
-                   help="rounds (= distinct batches) per attack on Model B (default pgd20=8,apgd-ce=5,aa=1)")
-    p.add_argument("--rounds-r", default="pgd20=3,apgd-ce=2,aa=1",
-                   help="rounds per attack on ResNet-18 (default pgd20=3,apgd-ce=2,aa=1)")
+    p.add_argument("--rounds-b", default="pgd20=8,pgd20-fixed=4,apgd-ce=5,aa=1",
+                   help="rounds (= distinct batches) per attack on Model B (default pgd20=8,pgd20-fixed=4,apgd-ce=5,aa=1)")
+    p.add_argument("--rounds-r", default="pgd20=3,pgd20-fixed=1,apgd-ce=2,aa=1",
+                   help="rounds per attack on ResNet-18 (default pgd20=3,pgd20-fixed=1,apgd-ce=2,aa=1)")
     p.add_argument("--loops", default="unroll,5,rolled",
                    help="loop forms to compare (unroll, rolled, int partial-unroll factor); '' to skip")
     p.add_argument("--loop-attacks", default="pgd20,apgd-ce", help="attacks for the loop-form table")
@@ -172,8 +175,8 @@ def trained_model_b(model, args, x_train, y_train):
 def jax_attack(name, eps, args, loop="auto"):
     from advjax.attacks import APGD, PGD, AutoAttack
 
-    if name == "pgd20":
-        return PGD(eps=eps, steps=20, step_size=eps / 8, random_start=True, loop=loop, check_inputs=False)
+    if name in ("pgd20", "pgd20-fixed"):
+        return PGD(eps=eps, steps=20, step_size=eps / 8, random_start=name == "pgd20", loop=loop, check_inputs=False)
     if name == "apgd-ce":
         return APGD(eps=eps, steps=args.apgd_steps, loss="ce", restarts=1, loop=loop, check_inputs=False)
     return AutoAttack(eps=eps, steps=args.aa_steps, n_queries=args.aa_queries, loop=loop, check_inputs=False)
@@ -182,8 +185,8 @@ def jax_attack(name, eps, args, loop="auto"):
 def torch_attack(name, module, eps, args, n_classes=10):
     import torchattacks as ta
 
-    if name == "pgd20":
-        return ta.PGD(module, eps=eps, alpha=eps / 8, steps=20, random_start=True)
+    if name in ("pgd20", "pgd20-fixed"):
+        return ta.PGD(module, eps=eps, alpha=eps / 8, steps=20, random_start=name == "pgd20")
     if name == "apgd-ce":
         return ta.APGD(module, norm="Linf", eps=eps, steps=args.apgd_steps, n_restarts=1, loss="ce", seed=args.seed)
     return ta.MultiAttack([

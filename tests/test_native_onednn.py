@@ -132,19 +132,23 @@ def test_model_and_attack_give_the_same_numbers_on_both_backends(monkeypatch, na
 def test_eight_devices_run_their_shard_and_match_one_device(monkeypatch):
     """Under jit with the batch sharded on 8 devices, each oneDNN call gets its device's share of
     the batch (no all-gather: a custom call has no sharding rule unless we give it one) and the
-    kernel gradient is summed across devices once: a PGD-AT step equals the 1-device step."""
+    kernel gradient is summed across devices once: a training step equals the 1-device step.
+
+    Model B (no batch norm): at initialization a train-mode batch norm makes some kernel
+    gradients nearly cancel, and there 1 and 8 devices differ by a few percent with XLA's own
+    convolutions too; standard training, because an attack's sign steps amplify float noise."""
     from advjax.methods.base import get_method
     from advjax.train.mesh import batch_sharding, make_mesh, replicate, replicated, shard_batch
     from advjax.train.state import create_train_state
     import optax
 
     monkeypatch.setenv("ADVJAX_CONV", "onednn")
-    model = models.get_model("resnet20")
-    assert ops.conv_plan((2, 32, 32, 16), (3, 3, 16, 16), (1, 1), ((1, 1), (1, 1))) == ("onednn",) * 3
-    state = create_train_state(model, optax.sgd(0.05, momentum=0.9), jax.random.PRNGKey(0), input_shape=(32, 32, 3))
-    x = jax.random.uniform(jax.random.key(1), (16, 32, 32, 3))
+    model = models.get_model("model_b")
+    assert ops.conv_plan((2, 24, 24, 16), (5, 5, 16, 32), (1, 1), ((0, 0), (0, 0))) == ("onednn",) * 3
+    state = create_train_state(model, optax.sgd(0.05, momentum=0.9), jax.random.PRNGKey(0))
+    x = jax.random.uniform(jax.random.key(1), (16, 28, 28, 1))
     y = jnp.arange(16) % 10
-    method = get_method("pgd_at", eps=8 / 255, steps=2)
+    method = get_method("standard")
 
     def step(s, batch):
         return method.step(s, batch, jax.random.key(3))
@@ -159,7 +163,7 @@ def test_eight_devices_run_their_shard_and_match_one_device(monkeypatch):
     assert calls, "the oneDNN convolutions were not used"
     assert all(" f32[16," not in line.split("custom-call(")[0] for line in calls), "a device ran the whole batch"
     s8, m8 = sharded(*args)
-    chex.assert_trees_all_close(jax.device_get(s8.params), jax.device_get(s1.params), atol=2e-5, rtol=1e-4)
+    chex.assert_trees_all_close(jax.device_get(s8.params), jax.device_get(s1.params), atol=1e-6, rtol=1e-5)
     np.testing.assert_allclose(float(m8["loss"]), float(m1["loss"]), rtol=1e-5)
 
 

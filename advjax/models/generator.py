@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from advjax.models.batch_norm import BatchNorm
 from advjax.native import onednn
 
 __all__ = ["SDIGenerator"]
@@ -111,9 +112,10 @@ class SDIGenerator(nn.Module):
         takes the channels of ``x``.
       arch: ``"paper"`` or ``"reference"`` (see the module docstring).
       dtype: compute dtype.
-      fast_conv: convolutions through :func:`conv3x3_same` (its backward pass avoids the
-        convolutions XLA:CPU runs unoptimized inside ``lax.cond`` bodies, where FGSM-SDI updates
-        the generator); ``False`` gives the stock ``nn.Conv`` (needed for forward-mode autodiff).
+      fast_conv: convolutions through oneDNN when available, else :func:`conv3x3_same` (its
+        backward pass avoids the convolutions XLA:CPU runs unoptimized inside ``lax.cond``
+        bodies, where FGSM-SDI updates the generator), and :class:`advjax.models.batch_norm.BatchNorm`;
+        ``False`` gives the stock ``nn.Conv`` and ``nn.BatchNorm`` (needed for forward-mode autodiff).
     """
 
     features: int = 64
@@ -139,7 +141,8 @@ class SDIGenerator(nn.Module):
         extra = {"conv_general_dilated": _conv_general_dilated} if self.fast_conv else {}
         conv = lambda c, bias, name: nn.Conv(c, (3, 3), padding="SAME", use_bias=bias,
                                              dtype=self.dtype, name=name, **extra)
-        norm = lambda name, affine=True, eps=1e-5: nn.BatchNorm(
+        bn_cls = BatchNorm if self.fast_conv else nn.BatchNorm
+        norm = lambda name, affine=True, eps=1e-5: bn_cls(
             use_running_average=not train, momentum=0.9, epsilon=eps, use_scale=affine,
             use_bias=affine, dtype=self.dtype, name=name)
         if self.arch == "paper":

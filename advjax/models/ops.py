@@ -19,6 +19,7 @@
   ``jax.hessian`` through a model need ``fast_conv=False`` (plain ``nn.Conv``).
 * :func:`max_pool` pools by reshape + max instead of ``reduce_window`` (whose gradient lowers to
   a scatter; lever 3).
+* :func:`batch_norm` builds the models' batch norm (:mod:`advjax.models.batch_norm`).
 """
 from __future__ import annotations
 
@@ -420,11 +421,16 @@ def global_avg_pool(x):
     return x.mean(axis=(-3, -2))
 
 
-def batch_norm(train: bool, dtype: Any, name: str | None = None, **kw) -> nn.BatchNorm:
-    """BatchNorm with PyTorch's defaults (momentum 0.1 there = 0.9 here, eps 1e-5)."""
-    return nn.BatchNorm(
-        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name, **kw
-    )
+def batch_norm(train: bool, dtype: Any, name: str | None = None, *, fast: bool = True, **kw) -> nn.Module:
+    """BatchNorm with PyTorch's defaults (momentum 0.1 there = 0.9 here, eps 1e-5).
+
+    ``fast=True``: :class:`advjax.models.batch_norm.BatchNorm` (flax's variables and numbers,
+    batch statistics reduced as GEMVs; a custom VJP); ``fast=False``: ``flax.linen.BatchNorm``
+    (forward-mode autodiff). Models pass their ``fast_conv`` field."""
+    from advjax.models.batch_norm import BatchNorm
+
+    cls = BatchNorm if fast else nn.BatchNorm
+    return cls(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name, **kw)
 
 
 def as_logits(x):

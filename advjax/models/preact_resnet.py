@@ -45,7 +45,7 @@ class PreActBlock(nn.Module):
     def __call__(self, x, train: bool):
         in_width = x.shape[-1]
         project = self.stride != 1 or in_width != self.width
-        out = ops.batch_norm(train, self.dtype, name="bn1")(x)
+        out = ops.batch_norm(train, self.dtype, name="bn1", fast=self.fast_conv)(x)
         out = Activation(self.activation, name="act1")(out)
         shortcut_conv = _conv3(self.width, self.stride, self.dtype, self.fast_conv,
                                "shortcut_conv", k=1) if project else None
@@ -53,7 +53,7 @@ class PreActBlock(nn.Module):
         if project and self.shortcut_first:
             sc = shortcut_conv(out)
         h = _conv3(self.width, self.stride, self.dtype, self.fast_conv, "conv1")(out)
-        h = ops.batch_norm(train, self.dtype, name="bn2")(h)
+        h = ops.batch_norm(train, self.dtype, name="bn2", fast=self.fast_conv)(h)
         h = Activation(self.activation, name="act2")(h)
         h = _conv3(self.width, 1, self.dtype, self.fast_conv, "conv2")(h)
         if project and not self.shortcut_first:
@@ -100,7 +100,7 @@ class PreActResNet(nn.Module):
         for s, (n, width) in enumerate(zip(self.stage_sizes, self.widths), start=1):
             x = _PreActStage(n, width, 1 if s == 1 else 2, self.activation, self.dtype,
                              self.fast_conv, name=f"layer{s}")(x, train)
-        x = ops.batch_norm(train, self.dtype, name="bn")(x)
+        x = ops.batch_norm(train, self.dtype, name="bn", fast=self.fast_conv)(x)
         x = Activation(self.activation, name="act")(x)
         x = ops.global_avg_pool(x)
         x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)

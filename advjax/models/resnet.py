@@ -43,14 +43,14 @@ class BasicBlock(nn.Module):
 
         in_width = x.shape[-1]
         out = conv(self.width, 3, self.stride, "conv1")(x)
-        out = ops.batch_norm(train, self.dtype, name="bn1")(out)
+        out = ops.batch_norm(train, self.dtype, name="bn1", fast=self.fast_conv)(out)
         out = Activation(self.activation, name="act1")(out)
         out = conv(self.width, 3, 1, "conv2")(out)
-        out = ops.batch_norm(train, self.dtype, name="bn2")(out)
+        out = ops.batch_norm(train, self.dtype, name="bn2", fast=self.fast_conv)(out)
         if self.stride != 1 or in_width != self.width:
             if self.shortcut == "conv":
                 sc = conv(self.width, 1, self.stride, "shortcut_conv")(x)
-                sc = ops.batch_norm(train, self.dtype, name="shortcut_bn")(sc)
+                sc = ops.batch_norm(train, self.dtype, name="shortcut_bn", fast=self.fast_conv)(sc)
             else:  # option A: subsample, zero-pad the new channels on both sides
                 sc = x[..., :: self.stride, :: self.stride, :]
                 extra = self.width - in_width
@@ -103,7 +103,7 @@ class ResNet(nn.Module):
         x = ops.Normalize(self.mean, self.std, self.dtype)(x)
         x = ops.Conv(self.widths[0], 3, padding=((1, 1), (1, 1)), use_bias=False,
                      kernel_init=conv_init, dtype=self.dtype, fast=self.fast_conv, name="conv1")(x)
-        x = ops.batch_norm(train, self.dtype, name="bn1")(x)
+        x = ops.batch_norm(train, self.dtype, name="bn1", fast=self.fast_conv)(x)
         x = Activation(self.activation, name="act1")(x)
         for s, (n, width) in enumerate(zip(self.stage_sizes, self.widths), start=1):
             x = _Stage(n, width, 1 if s == 1 else 2, self.shortcut, self.activation, self.dtype,

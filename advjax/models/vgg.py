@@ -56,7 +56,7 @@ class _VGGStage(nn.Module):
                 name=f"conv{j}",
             )(x)
             if self.batch_norm:
-                x = ops.batch_norm(train, self.dtype, name=f"bn{j}")(x)
+                x = ops.batch_norm(train, self.dtype, name=f"bn{j}", fast=self.fast_conv)(x)
             x = Activation(self.activation, name=f"act{j}")(x)
         return ops.max_pool(x, 2)
 

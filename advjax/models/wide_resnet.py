@@ -48,7 +48,7 @@ class WideResNet(nn.Module):
         for s, (width, stride) in enumerate(zip((16 * k, 32 * k, 64 * k), (1, 2, 2)), start=1):
             x = _PreActStage(n, width, stride, self.activation, self.dtype, self.fast_conv,
                              shortcut_first=False, name=f"layer{s}")(x, train)
-        x = ops.batch_norm(train, self.dtype, name="bn")(x)
+        x = ops.batch_norm(train, self.dtype, name="bn", fast=self.fast_conv)(x)
         x = Activation(self.activation, name="act")(x)
         x = ops.global_avg_pool(x)
         x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
