@@ -22,7 +22,7 @@ ResNet-18 and the generator in torch, in two styles:
   computes only what the input gradient needs -- the work advjax's steps do.
 
     python benchmarks/bench_sdi.py --quick          # smoke test, meaningless figures
-    python benchmarks/bench_sdi.py --batch 64 --repeats 5 --out /tmp/bench_sdi.json
+    python benchmarks/bench_sdi.py --repeats 5 --out /tmp/bench_sdi.json
 """
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="bench_sdi", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="resnet18", help="advjax model name (default resnet18)")
-    p.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--batch", type=int, default=128,
+                   help="batch size (default 128, the training batch of the paper and the released code)")
     p.add_argument("--k", type=int, default=20, help="FGSM-SDI generator period (default 20)")
     p.add_argument("--sdi-mode", default="paper", choices=("paper", "reference"))
     _common.add_common_args(p)

@@ -160,12 +160,14 @@ _COL2IM_MAX_CIN = 4
 _COL2IM_MIN_AREA_RATIO = 2.0
 _COL2IM_MAX_ELEMENTS = 1 << 26  # the g @ w^T buffer; 256 MiB of float32
 # oneDNN (advjax.native.onednn, when installed), per operation, where it beat the choice above
-# (benchmarks/README.md, "oneDNN convolutions through jax.ffi"): the forward of convs with >= 16
-# input channels whose output is not much smaller than their input (not stride 2, not Model B's
-# 5x5 on 10x10; there XLA's forward was as fast or faster), the input gradient of every k x k (k > 1) conv with > 4 input
-# channels (Model B's 16 -> 32: 28 -> 9.5 ms), the kernel gradient of layers with a large output
-# map and few channels (ResNet-18's 64 -> 64 at 32x32: 123 -> 84 ms at batch 128). XLA keeps the
-# kernel gradient of the wide, small-map layers (256 x 256 at 8x8: oneDNN 0.6-0.8x).
+# (benchmarks/bench_conv_layers.py, batch 128, 2026-12-01; benchmarks/README.md, session 6): the
+# forward of convs with >= 16 input channels whose output is not much smaller than their input
+# (not stride 2, not Model B's 5x5 on 10x10, where XLA's forward was as fast; ResNet-18's 3x3s
+# 10-20% faster), the input gradient of every k x k (k > 1) conv with > 4 input channels (Model
+# B's 16 -> 32: 35.5 -> 19.1 ms; ResNet-18's 3x3s 15-45% faster), the kernel gradient of layers
+# with a large output map and few channels (ResNet-20's 16 -> 16: 20.8 -> 10.6 ms; ResNet-18's
+# 1x1 shortcut 32.1 -> 10.1). XLA keeps the kernel gradient of the wide, small-map layers
+# (512 x 512 at 4x4: oneDNN 261 ms against XLA's 137) and the taps / col2im choices above.
 _ONEDNN_FWD_MIN_CIN = 16
 _ONEDNN_DW_MIN_AREA = 256
 _ONEDNN_DW_MAX_CIN_COUT = 64 * 128

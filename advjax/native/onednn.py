@@ -1,9 +1,10 @@
 """oneDNN convolutions for XLA:CPU, called through ``jax.ffi`` (optional: ``pip install 'advjax[onednn]'``).
 
 XLA:CPU's own convolutions leave some layers well short of what this CPU can do (Model B's
-16 -> 32 5x5 input gradient: ~20 ms in XLA, ~11.5 ms in oneDNN at batch 128; benchmarks/README.md,
-"oneDNN convolutions through jax.ffi"). This module compiles ``onednn_conv.cc`` (three XLA FFI
-handlers: forward, backward-data, backward-weights; NHWC/HWIO float32) against the oneDNN of the
+16 -> 32 5x5 input gradient at batch 128: 35.5 ms in XLA, 19.1 ms in oneDNN, 19.9 ms in PyTorch;
+benchmarks/bench_conv_layers.py, figures in benchmarks/README.md, session 6). This module
+compiles ``onednn_conv.cc`` (three XLA FFI handlers: forward, backward-data, backward-weights;
+NHWC/HWIO float32) against the oneDNN of the
 ``onednn-cpu-gomp`` / ``onednn-devel-cpu-gomp`` wheels, once, into a cache directory, and
 registers them as CPU custom calls. :mod:`advjax.models.ops` routes the layers where oneDNN was
 measured faster to them; everything else, and every non-CPU backend, keeps XLA's convolution.
@@ -26,6 +27,10 @@ the batch axis (the kernel gradient is summed across shards), so a jitted step o
 ``NamedSharding``-sharded batch runs each device's share, as XLA's own convolution does.
 ``jax.vmap`` folds a mapped axis of the activations into the batch when the kernel is shared,
 and maps sequentially (``lax.map``) otherwise.
+
+Every call is given its exact geometry (:func:`_exact_geometry`): oneDNN 3.2 returned wrong
+kernel gradients, on some calls only, when the last input rows were not read (1x1 stride 2 on an
+even map, as in ResNet's shortcuts).
 
 Limits: float32 only; forward-mode autodiff is not defined (as for every ``custom_vjp`` conv in
 advjax: use ``fast_conv=False`` for ``jax.jvp``/``jax.hessian``).
