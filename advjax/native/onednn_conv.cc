@@ -75,6 +75,15 @@ memory scratch_memory(const memory::desc& d) {
   return memory(d, cpu_engine(), scratch_buffer.data());
 }
 
+// The cached primitive for this geometry and operation, made by make() on first use.
+template <typename Make>
+Entry& cached(const Geometry& g, char op, Make&& make) {
+  std::string k = g.key(op);
+  auto it = cache.find(k);
+  if (it == cache.end()) it = cache.emplace(k, make()).first;
+  return it->second;
+}
+
 using Dims = ffi::Buffer<ffi::F32>::Dimensions;
 
 Geometry geometry(Dims xs, Dims ws, Dims ys, int64_t sh, int64_t sw, int64_t plh, int64_t phh,
@@ -116,13 +125,10 @@ ffi::Error ConvFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
   if (auto e = check(x.dimensions(), w.dimensions(), y->dimensions()); e.failure()) return e;
   Geometry g = geometry(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, plh, phh, plw, phw);
   return guarded([&] {
-    std::string k = g.key('f');
-    auto it = cache.find(k);
-    if (it == cache.end()) {
+    Entry& en = cached(g, 'f', [&] {
       auto pd = g.fwd_pd();
-      it = cache.emplace(k, Entry{dnnl::convolution_forward(pd), pd.weights_desc(), pd.scratchpad_desc()}).first;
-    }
-    Entry& en = it->second;
+      return Entry{dnnl::convolution_forward(pd), pd.weights_desc(), pd.scratchpad_desc()};
+    });
     dnnl::stream s(cpu_engine());
     memory wm = weights_in(g, en.weights, w.typed_data(), s);
     memory xm(g.x(), cpu_engine(), x.typed_data());
@@ -139,15 +145,12 @@ ffi::Error ConvBwdDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
   if (auto e = check(dx->dimensions(), w.dimensions(), dy.dimensions()); e.failure()) return e;
   Geometry g = geometry(dx->dimensions(), w.dimensions(), dy.dimensions(), sh, sw, plh, phh, plw, phw);
   return guarded([&] {
-    std::string k = g.key('d');
-    auto it = cache.find(k);
-    if (it == cache.end()) {
+    Entry& en = cached(g, 'd', [&] {
       auto pd = dnnl::convolution_backward_data::primitive_desc(
           cpu_engine(), dnnl::algorithm::convolution_direct, g.x(), g.wt(tag::any), g.y(),
           g.strides(), g.pad_lo(), g.pad_hi(), g.fwd_pd(), Geometry::attr());
-      it = cache.emplace(k, Entry{dnnl::convolution_backward_data(pd), pd.weights_desc(), pd.scratchpad_desc()}).first;
-    }
-    Entry& en = it->second;
+      return Entry{dnnl::convolution_backward_data(pd), pd.weights_desc(), pd.scratchpad_desc()};
+    });
     dnnl::stream s(cpu_engine());
     memory wm = weights_in(g, en.weights, w.typed_data(), s);
     memory dym(g.y(), cpu_engine(), dy.typed_data());
@@ -164,15 +167,12 @@ ffi::Error ConvBwdWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
   if (auto e = check(x.dimensions(), dw->dimensions(), dy.dimensions()); e.failure()) return e;
   Geometry g = geometry(x.dimensions(), dw->dimensions(), dy.dimensions(), sh, sw, plh, phh, plw, phw);
   return guarded([&] {
-    std::string k = g.key('w');
-    auto it = cache.find(k);
-    if (it == cache.end()) {
+    Entry& en = cached(g, 'w', [&] {
       auto pd = dnnl::convolution_backward_weights::primitive_desc(
           cpu_engine(), dnnl::algorithm::convolution_direct, g.x(), g.wt(tag::any), g.y(),
           g.strides(), g.pad_lo(), g.pad_hi(), g.fwd_pd(), Geometry::attr());
-      it = cache.emplace(k, Entry{dnnl::convolution_backward_weights(pd), pd.diff_weights_desc(), pd.scratchpad_desc()}).first;
-    }
-    Entry& en = it->second;
+      return Entry{dnnl::convolution_backward_weights(pd), pd.diff_weights_desc(), pd.scratchpad_desc()};
+    });
     dnnl::stream s(cpu_engine());
     memory user(g.wt(tag::hwio), cpu_engine(), dw->typed_data());
     bool reorder_out = en.weights != user.get_desc();
