@@ -10,7 +10,7 @@ Why: a training-mode batch norm needs per-channel sums over N x H x W -- two in 
 (sum x, sum x^2), two in the backward pass (sum dy, sum dy * x) -- and XLA:CPU runs such column
 reductions of an NHWC tensor at ~2 GB/s when its YNNPACK reduce fusion is off (which the
 benchmarks and CLI do, as it makes XLA:CPU's convolutions slower): ResNet-18's first-stage batch
-norm at batch 64 (17 MB) took 64 ms forward + backward. Each sum is written here as ``ones @ X``
+norm at batch 64 (17 MB) took 95 ms forward + backward, 15 ms with this module. Each sum is written here as ``ones @ X``
 (GEMVs, memory-bound at full speed; :func:`_sum_rows`) inside a ``jax.custom_vjp`` whose backward pass is the
 textbook formula (Ioffe & Szegedy 2015, Sec. 3):
 
@@ -18,7 +18,7 @@ textbook formula (Ioffe & Szegedy 2015, Sec. 3):
     dscale = sum(dy * xhat),  dbias = sum(dy),  xhat = (x - mean) * r,  r = (var + eps)^-1/2,
 
 with R = N * H * W (plus the terms of any cotangent of the returned batch mean and variance).
-Measured in benchmarks/README.md ("Batch norm"). On backends other than the CPU the sums are
+Measured in benchmarks/README.md (session 6). On backends other than the CPU the sums are
 ``jnp.sum`` (their reductions are fast there); the backward formula is the same.
 
 The backward pass is ordinary JAX code, so second-order derivatives (FGSM-GA's GradAlign through a
