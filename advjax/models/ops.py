@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from advjax.models.batch_norm import BatchNorm
 from advjax.native import onednn
 
 __all__ = [
@@ -429,8 +430,6 @@ def batch_norm(train: bool, dtype: Any, name: str | None = None, *, fast: bool =
     ``fast=True``: :class:`advjax.models.batch_norm.BatchNorm` (flax's variables and numbers,
     batch statistics reduced as GEMVs; a custom VJP); ``fast=False``: ``flax.linen.BatchNorm``
     (forward-mode autodiff). Models pass their ``fast_conv`` field."""
-    from advjax.models.batch_norm import BatchNorm
-
     cls = BatchNorm if fast else nn.BatchNorm
     return cls(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name, **kw)
 
