@@ -21,6 +21,11 @@ ResNet-18 and the generator in torch, in two styles:
 * ``torch_lean:*``: every attack gradient from ``torch.autograd.grad(loss, [input])``, which
   computes only what the input gradient needs -- the work advjax's steps do.
 
+The ratios are printed twice: from the per-variant medians (the headline figure) and round by
+round (each round's variants ran back to back), whose range shows how much the shared host's
+load moved them. ``--components`` also times the pieces (attack gradient a, training step t,
+generator forward g) and prints the ratio's cap (10a + t) / (2a + t + g).
+
     python benchmarks/bench_sdi.py --quick          # smoke test, meaningless figures
     python benchmarks/bench_sdi.py --repeats 5 --out /tmp/bench_sdi.json
 """
@@ -48,6 +53,11 @@ def parse_args(argv=None):
                    help="batch size (default 128, the training batch of the paper and the released code)")
     p.add_argument("--k", type=int, default=20, help="FGSM-SDI generator period (default 20)")
     p.add_argument("--sdi-mode", default="paper", choices=("paper", "reference"))
+    p.add_argument("--components", action="store_true",
+                   help="also time the pieces of the steps, interleaved with them: a = one attack gradient "
+                        "(forward + input gradient, BN in train mode), t = one training forward + backward + "
+                        "update, g = the generator's forward; prints the decomposition and the ratio's cap "
+                        "(10a + t) / (2a + t + g)")
     _common.add_common_args(p)
     return p.parse_args(argv)
 
@@ -93,6 +103,8 @@ def main(argv=None) -> int:
         "sdi_plain": lambda: sdi_step(st_plain, (x, y), key),
         "sdi_gen": lambda: sdi_step(st_gen, (x, y), key),
     }
+    if args.components:
+        variants.update(_component_variants(sdi, sdi_state, x, y))
     with_torch = not args.no_torch and model_name == "resnet18"
     if not args.no_torch and not with_torch:
         print(f"[bench_sdi] no torch peer for {model_name}: advjax only", flush=True)
@@ -118,9 +130,34 @@ def main(argv=None) -> int:
                  for n in ("fgsm_rs", "fgsm_sdi", "sdi_plain", "sdi_gen", "pgd10_at")]
         r = {"sdi_over_fgsm_rs": med[pre + "fgsm_sdi"] / med[pre + "fgsm_rs"],
              "pgd10_over_sdi": med[pre + "pgd10_at"] / med[pre + "fgsm_sdi"]}
+        # the same ratios round by round (each round's variants ran back to back, so a slow period of
+        # the shared host mostly hits the numerator and the denominator alike)
+        per_round = [((k - 1) * p + g) / k for p, g in zip(times[pre + "sdi_plain"], times[pre + "sdi_gen"])]
+        r["per_round_sdi_over_fgsm_rs"] = [s_ / f for s_, f in zip(per_round, times[pre + "fgsm_rs"])]
+        r["per_round_pgd10_over_sdi"] = [p / s_ for p, s_ in zip(times[pre + "pgd10_at"], per_round)]
         ratios[pre.rstrip(":") or "advjax"] = r
+        pr1, pr2 = r["per_round_sdi_over_fgsm_rs"], r["per_round_pgd10_over_sdi"]
         print(f"{pre.rstrip(':') or 'advjax'}: SDI / FGSM-RS = {r['sdi_over_fgsm_rs']:.2f} (paper ~1.6, "
-              f"target <= 1.6); PGD-10-AT / SDI = {r['pgd10_over_sdi']:.2f} (paper ~3, target >= 3)")
+              f"target <= 1.6); PGD-10-AT / SDI = {r['pgd10_over_sdi']:.2f} (paper ~3, target >= 3); "
+              f"per round: {min(pr1):.2f}-{max(pr1):.2f} and {min(pr2):.2f}-{max(pr2):.2f} "
+              f"(medians {statistics.median(pr1):.2f}, {statistics.median(pr2):.2f})")
+    if args.components:
+        a, t, g = med["c:a"], med["c:t"], med["c:g"]
+        parts = {"a": a, "t": t, "g": g, "t_over_a": t / a,
+                 "fgsm_rs_minus_a_t": med["fgsm_rs"] - a - t,
+                 "pgd10_minus_10a_t": med["pgd10_at"] - 10 * a - t,
+                 "sdi_plain_minus_2a_t_g": med["sdi_plain"] - 2 * a - t - g,
+                 "sdi_gen_minus_plain": med["sdi_gen"] - med["sdi_plain"],
+                 "cap_free_generator": (10 * a + t) / (2 * a + t),
+                 "cap_with_generator_forward": (10 * a + t) / (2 * a + t + g)}
+        ratios["components"] = parts
+        print(f"components (medians): a = {a:.3f} s (attack gradient), t = {t:.3f} s (training fwd + bwd + "
+              f"update), g = {g:.3f} s (generator forward); t / a = {t / a:.2f} (FLOP count: 1.5)")
+        print(f"  FGSM-RS - (a + t) = {parts['fgsm_rs_minus_a_t']:+.3f} s; PGD-10-AT - (10a + t) = "
+              f"{parts['pgd10_minus_10a_t']:+.3f} s; plain SDI - (2a + t + g) = "
+              f"{parts['sdi_plain_minus_2a_t_g']:+.3f} s; generator update = +{parts['sdi_gen_minus_plain']:.3f} s")
+        print(f"  cap of PGD-10-AT / SDI: (10a + t) / (2a + t) = {parts['cap_free_generator']:.2f} with a free "
+              f"generator, (10a + t) / (2a + t + g) = {parts['cap_with_generator_forward']:.2f} with its forward")
     if with_torch:
         for n in ("fgsm_rs", "fgsm_sdi", "pgd10_at"):
             print(f"{n}: torch_ref time / advjax time = {med['torch_ref:' + n] / med[n]:.2f}, "
@@ -134,6 +171,30 @@ def main(argv=None) -> int:
                                   "quick": bool(args.quick)})
     del np
     return 0
+
+
+def _component_variants(sdi, state, x, y):
+    """c:a, c:t, c:g: the pieces the three steps are made of (see ``--components``); zero-arg callables."""
+    import jax
+    import optax
+
+    from advjax.train.state import apply_model
+
+    def target_loss(params, xx):
+        logits, bs = apply_model(state, params, xx, train=True)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), bs
+
+    def train(s, xx):
+        grads, bs = jax.grad(target_loss, has_aux=True)(s.params, xx)
+        return s.apply_gradients(grads, batch_stats=bs)
+
+    attack = jax.jit(lambda s: sdi.input_sign(s, x, y)[0])
+    train = jax.jit(train)
+    gen = sdi.generator(x.shape[-1])
+    gvars = {"params": state.extra["sdi"]["params"], "batch_stats": state.extra["sdi"]["batch_stats"]}
+    s_x = jax.block_until_ready(attack(state))
+    forward = jax.jit(lambda v, xx, ss: gen.apply(v, xx, ss, train=False))
+    return {"c:a": lambda: attack(state), "c:t": lambda: train(state, x), "c:g": lambda: forward(gvars, x, s_x)}
 
 
 def _torch_variants(args, model_name, x_nhwc, y, eps):
