@@ -174,27 +174,22 @@ def main(argv=None) -> int:
 
 
 def _component_variants(sdi, state, x, y):
-    """c:a, c:t, c:g: the pieces the three steps are made of (see ``--components``); zero-arg callables."""
+    """c:a, c:t, c:g: the pieces the three steps are made of (see ``--components``); zero-arg callables.
+
+    t is the engine's standard training step (one forward + backward + update on clean x)."""
     import jax
-    import optax
 
-    from advjax.train.state import apply_model
-
-    def target_loss(params, xx):
-        logits, bs = apply_model(state, params, xx, train=True)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), bs
-
-    def train(s, xx):
-        grads, bs = jax.grad(target_loss, has_aux=True)(s.params, xx)
-        return s.apply_gradients(grads, batch_stats=bs)
+    from advjax.methods.base import get_method
 
     attack = jax.jit(lambda s: sdi.input_sign(s, x, y)[0])
-    train = jax.jit(train)
+    train = jax.jit(get_method("standard").step)
+    key = jax.random.PRNGKey(0)
     gen = sdi.generator(x.shape[-1])
     gvars = {"params": state.extra["sdi"]["params"], "batch_stats": state.extra["sdi"]["batch_stats"]}
     s_x = jax.block_until_ready(attack(state))
     forward = jax.jit(lambda v, xx, ss: gen.apply(v, xx, ss, train=False))
-    return {"c:a": lambda: attack(state), "c:t": lambda: train(state, x), "c:g": lambda: forward(gvars, x, s_x)}
+    return {"c:a": lambda: attack(state), "c:t": lambda: train(state, (x, y), key),
+            "c:g": lambda: forward(gvars, x, s_x)}
 
 
 def _torch_variants(args, model_name, x_nhwc, y, eps):
