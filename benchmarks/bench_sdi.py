@@ -149,7 +149,8 @@ def main(argv=None) -> int:
                  "sdi_plain_minus_2a_t_g": med["sdi_plain"] - 2 * a - t - g,
                  "sdi_gen_minus_plain": med["sdi_gen"] - med["sdi_plain"],
                  "cap_free_generator": (10 * a + t) / (2 * a + t),
-                 "cap_with_generator_forward": (10 * a + t) / (2 * a + t + g)}
+                 "cap_with_generator_forward": (10 * a + t) / (2 * a + t + g),
+                 "cap_with_generator_update": (10 * a + t) / (2 * a + t + g + (med["sdi_gen"] - med["sdi_plain"]) / k)}
         ratios["components"] = parts
         print(f"components (medians): a = {a:.3f} s (attack gradient), t = {t:.3f} s (training fwd + bwd + "
               f"update), g = {g:.3f} s (generator forward); t / a = {t / a:.2f} (FLOP count: 1.5)")
@@ -157,7 +158,8 @@ def main(argv=None) -> int:
               f"{parts['pgd10_minus_10a_t']:+.3f} s; plain SDI - (2a + t + g) = "
               f"{parts['sdi_plain_minus_2a_t_g']:+.3f} s; generator update = +{parts['sdi_gen_minus_plain']:.3f} s")
         print(f"  cap of PGD-10-AT / SDI: (10a + t) / (2a + t) = {parts['cap_free_generator']:.2f} with a free "
-              f"generator, (10a + t) / (2a + t + g) = {parts['cap_with_generator_forward']:.2f} with its forward")
+              f"generator, (10a + t) / (2a + t + g) = {parts['cap_with_generator_forward']:.2f} with its forward, "
+              f"{parts['cap_with_generator_update']:.2f} with its update once in {k} steps too")
     if with_torch:
         for n in ("fgsm_rs", "fgsm_sdi", "pgd10_at"):
             print(f"{n}: torch_ref time / advjax time = {med['torch_ref:' + n] / med[n]:.2f}, "
