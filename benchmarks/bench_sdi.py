@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     spe = math.ceil(TRAIN_SIZE / batch)
     rows, ratios = [], {}
     for pre in prefixes:
-        med[pre + "fgsm_sdi"] = ((k - 1) * med[pre + "sdi_plain"] + med[pre + "sdi_gen"]) / k
+        med[pre + "fgsm_sdi"] = _mean_over_k(med[pre + "sdi_plain"], med[pre + "sdi_gen"], k)
         rows += [{"method": pre + n, "s/step": f"{med[pre + n]:.3f}", "img/s": f"{batch / med[pre + n]:.1f}",
                   "s/epoch (extrap.)": f"{med[pre + n] * spe:.0f}"}
                  for n in ("fgsm_rs", "fgsm_sdi", "sdi_plain", "sdi_gen", "pgd10_at")]
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
              "pgd10_over_sdi": med[pre + "pgd10_at"] / med[pre + "fgsm_sdi"]}
         # the same ratios round by round (each round's variants ran back to back, so a slow period of
         # the shared host mostly hits the numerator and the denominator alike)
-        per_round = [((k - 1) * p + g) / k for p, g in zip(times[pre + "sdi_plain"], times[pre + "sdi_gen"])]
+        per_round = [_mean_over_k(p, g, k) for p, g in zip(times[pre + "sdi_plain"], times[pre + "sdi_gen"])]
         r["per_round_sdi_over_fgsm_rs"] = [s_ / f for s_, f in zip(per_round, times[pre + "fgsm_rs"])]
         r["per_round_pgd10_over_sdi"] = [p / s_ for p, s_ in zip(times[pre + "pgd10_at"], per_round)]
         ratios[pre.rstrip(":") or "advjax"] = r
@@ -143,14 +143,15 @@ def main(argv=None) -> int:
               f"(medians {statistics.median(pr1):.2f}, {statistics.median(pr2):.2f})")
     if args.components:
         a, t, g = med["c:a"], med["c:t"], med["c:g"]
+        update = med["sdi_gen"] - med["sdi_plain"]  # the generator's update, once in k steps
         parts = {"a": a, "t": t, "g": g, "t_over_a": t / a,
                  "fgsm_rs_minus_a_t": med["fgsm_rs"] - a - t,
                  "pgd10_minus_10a_t": med["pgd10_at"] - 10 * a - t,
                  "sdi_plain_minus_2a_t_g": med["sdi_plain"] - 2 * a - t - g,
-                 "sdi_gen_minus_plain": med["sdi_gen"] - med["sdi_plain"],
+                 "sdi_gen_minus_plain": update,
                  "cap_free_generator": (10 * a + t) / (2 * a + t),
                  "cap_with_generator_forward": (10 * a + t) / (2 * a + t + g),
-                 "cap_with_generator_update": (10 * a + t) / (2 * a + t + g + (med["sdi_gen"] - med["sdi_plain"]) / k)}
+                 "cap_with_generator_update": (10 * a + t) / (2 * a + t + g + update / k)}
         ratios["components"] = parts
         print(f"components (medians): a = {a:.3f} s (attack gradient), t = {t:.3f} s (training fwd + bwd + "
               f"update), g = {g:.3f} s (generator forward); t / a = {t / a:.2f} (FLOP count: 1.5)")
@@ -173,6 +174,11 @@ def main(argv=None) -> int:
                                   "quick": bool(args.quick)})
     del np
     return 0
+
+
+def _mean_over_k(plain: float, gen: float, k: int) -> float:
+    """Mean time of an FGSM-SDI step when 1 in k steps also updates the generator."""
+    return ((k - 1) * plain + gen) / k
 
 
 def _component_variants(sdi, state, x, y):

@@ -10,9 +10,9 @@ Why: a training-mode batch norm needs per-channel sums over N x H x W -- two in 
 (sum x, sum x^2), two in the backward pass (sum dy, sum dy * x) -- and XLA:CPU runs such column
 reductions of an NHWC tensor at ~2 GB/s when its YNNPACK reduce fusion is off (which the
 benchmarks and CLI do, as it makes XLA:CPU's convolutions slower): ResNet-18's first-stage batch
-norm at batch 64 (17 MB) took 95 ms forward + backward, 15 ms with this module. Each sum is written here as ``ones @ X``
-(GEMVs, memory-bound at full speed; :func:`_sum_rows`) inside a ``jax.custom_vjp`` whose backward pass is the
-textbook formula (Ioffe & Szegedy 2015, Sec. 3):
+norm at batch 64 (17 MB) took 95 ms forward + backward, 15 ms with this module. Each sum is
+written here as ``ones @ X`` (GEMVs, memory-bound at full speed; :func:`_sum_rows`) inside a
+``jax.custom_vjp`` whose backward pass is the textbook formula (Ioffe & Szegedy 2015, Sec. 3):
 
     dx = scale * r / R * (R * dy - sum(dy) - xhat * sum(dy * xhat)),
     dscale = sum(dy * xhat),  dbias = sum(dy),  xhat = (x - mean) * r,  r = (var + eps)^-1/2,
