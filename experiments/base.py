@@ -1,8 +1,11 @@
 """What an experiment is, and the table helpers every experiment shares.
 
-An experiment module in this package defines ``EXPERIMENT = Experiment(...)``; the runner
-(:mod:`experiments.runner`) finds it by itself, so adding ``experiments/sdi_table3.py`` needs no
-change anywhere else.
+An experiment module of this package or of a family subpackage (``experiments/lsa/``,
+``experiments/sdi/``, ...) defines ``EXPERIMENT = Experiment(...)``; the runner
+(:mod:`experiments.runner`) finds it by itself, so adding ``experiments/sdi/table5.py`` needs no
+change anywhere else. A family keeps its paper's numbers, as printed, in ``paper_values.py`` and
+decides the paper's claims with :mod:`experiments.claims`; a results.md starts with the scale it
+ran at and what differs from the paper's setting, and shows ``ours (paper)`` per cell.
 """
 from __future__ import annotations
 
@@ -36,7 +39,8 @@ class Experiment:
     description: one line (shown by ``--list``).
     paper: the paper, e.g. 'Khalooei et al., "Layer-wise Regularized AT ...", Table 2'.
     expected_runtime: per scale (and "quick"), a human string, e.g. {"cpu": "3 min on 2 cores"}.
-    paper_values: the paper's numbers as printed (or {} when not available -- never invented).
+    paper_values: the paper's numbers as printed, {table name: values} (or {} when not available --
+      never invented); ``--list`` shows which tables are attached.
     run: ``run(scale, quick, out_dir, seed) -> ExperimentResult``.
     scales: the scales this experiment supports.
     """

@@ -1,9 +1,11 @@
 """The reproduction runner: discovers experiments and writes ``results/NAME/``.
 
-Discovery: every module of the ``experiments`` package (except private ``_*`` ones and the
-runner's own modules) is imported and, if it defines ``EXPERIMENT`` (an
-:class:`experiments.base.Experiment`), registered under ``EXPERIMENT.name``. Dropping a new file
-``experiments/foo.py`` with an ``EXPERIMENT`` is all it takes to add an experiment.
+Discovery: every module of the ``experiments`` package and of its subpackages, recursively (one
+subpackage per paper family: ``experiments/lsa/``, ``experiments/sdi/``, ...; private ``_*``
+modules and packages and the runner's own modules are skipped), is imported and, if it defines
+``EXPERIMENT`` (an :class:`experiments.base.Experiment`), registered under ``EXPERIMENT.name``.
+Dropping a new file ``experiments/lsa/foo.py`` with an ``EXPERIMENT`` is all it takes to add an
+experiment.
 
 Output of :func:`run_experiment`: ``out/NAME/results.md`` (header + the experiment's tables, our
 numbers beside the paper's), ``out/NAME/results.json`` (config, seed, scale, package versions,
@@ -23,7 +25,7 @@ import warnings
 
 from experiments.base import Experiment, ExperimentResult
 
-_SKIP = {"base", "runner", "command"}
+_SKIP = {"base", "runner", "command", "claims"}
 
 
 def discover() -> dict[str, Experiment]:
@@ -34,25 +36,32 @@ def discover() -> dict[str, Experiment]:
     import experiments
 
     found: dict[str, Experiment] = {}
-    for info in pkgutil.iter_modules(experiments.__path__):
-        if info.name.startswith("_") or info.name in _SKIP or info.ispkg:
+    _discover_in(list(experiments.__path__), "experiments", found)
+    return dict(sorted(found.items()))
+
+
+def _discover_in(paths, prefix: str, found: dict[str, Experiment]) -> None:
+    for info in pkgutil.iter_modules(paths):
+        if info.name.startswith("_") or (prefix == "experiments" and info.name in _SKIP):
             continue
+        modname = f"{prefix}.{info.name}"
         try:
-            mod = importlib.import_module(f"experiments.{info.name}")
+            mod = importlib.import_module(modname)
         except Exception as e:  # noqa: BLE001 -- report and go on
-            warnings.warn(f"experiments.{info.name} failed to import and is skipped: "
-                          f"{type(e).__name__}: {e}", stacklevel=2)
+            warnings.warn(f"{modname} failed to import and is skipped: {type(e).__name__}: {e}", stacklevel=3)
+            continue
+        if info.ispkg:
+            _discover_in(list(mod.__path__), modname, found)
             continue
         exp = getattr(mod, "EXPERIMENT", None)
         if exp is None:
             continue
         if not isinstance(exp, Experiment):
-            warnings.warn(f"experiments.{info.name}.EXPERIMENT is not an Experiment; skipped", stacklevel=2)
+            warnings.warn(f"{modname}.EXPERIMENT is not an Experiment; skipped", stacklevel=3)
             continue
         if exp.name in found:
-            raise ValueError(f"two experiments are named {exp.name!r} (experiments.{info.name} and another)")
+            raise ValueError(f"two experiments are named {exp.name!r} ({modname} and another)")
         found[exp.name] = exp
-    return dict(sorted(found.items()))
 
 
 def get_experiment(name: str) -> Experiment:
@@ -95,7 +104,13 @@ def _jsonable(o):
 
 def run_experiment(name: str, scale: str = "cpu", quick: bool = False, out: str | pathlib.Path = "results",
                    seed: int = 0) -> tuple[pathlib.Path, ExperimentResult, float]:
-    """Run one experiment and write its results directory. Returns (directory, result, seconds)."""
+    """Run one experiment and write its results directory. Returns (directory, result, seconds).
+
+    Compiled programs are kept in JAX's persistent cache (``advjax.cli.enable_compilation_cache``;
+    ``ADVJAX_COMPILATION_CACHE=0`` turns it off), so a rerun skips most compilation."""
+    from advjax.cli import enable_compilation_cache
+
+    enable_compilation_cache()
     exp = get_experiment(name)
     if scale not in exp.scales:
         raise ValueError(f"experiment {name!r} supports scales {exp.scales}, not {scale!r}")
@@ -123,14 +138,20 @@ def run_experiment(name: str, scale: str = "cpu", quick: bool = False, out: str 
 
 
 def list_text() -> str:
+    """One entry per experiment: description, scales, whether the paper's numbers are attached
+    (and which tables), and the expected run time per scale (CPU first)."""
     exps = discover()
     if not exps:
         return "no experiments found"
     w = max(len(n) for n in exps)
     lines = []
     for name, e in exps.items():
-        rt = "; ".join(f"{k}: {v}" for k, v in e.expected_runtime.items())
-        lines.append(f"{name:<{w}}  {e.description}\n{'':<{w}}  scales: {', '.join(e.scales)} · expected: {rt}")
+        order = sorted(e.expected_runtime, key=lambda k: (k != "cpu", k != "quick", k))
+        rt = "; ".join(f"{k}: {e.expected_runtime[k]}" for k in order)
+        pv = (f"paper values: attached ({', '.join(str(k) for k in e.paper_values)})" if e.paper_values
+              else "paper values: none")
+        lines.append(f"{name:<{w}}  {e.description}\n{'':<{w}}  scales: {', '.join(e.scales)} · {pv}\n"
+                     f"{'':<{w}}  expected: {rt}")
     return "\n".join(lines)
 
 

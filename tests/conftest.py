@@ -10,6 +10,9 @@ _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 
+# the CLI and the runner keep compiled programs in the user's cache directory; tests never write there
+os.environ["ADVJAX_COMPILATION_CACHE"] = "0"
+
 import pytest  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

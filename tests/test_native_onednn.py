@@ -94,10 +94,10 @@ class OnednnConvTest(chex.TestCase):
 
 
 @needs_onednn
-# Model B's layers are covered one by one above (CASES) and in the 8-device test below; the whole
-# model runs under the slow marker to keep the default run short
-@pytest.mark.parametrize("name,shape", [pytest.param("model_b", (28, 28, 1), marks=pytest.mark.slow),
-                                        ("resnet20", (32, 32, 3))])
+# The layers are covered one by one above (CASES) and Model B in the 8-device test below; whole
+# models run under the slow marker to keep the default run short (ResNet-20: ~45 s)
+@pytest.mark.slow
+@pytest.mark.parametrize("name,shape", [("model_b", (28, 28, 1)), ("resnet20", (32, 32, 3))])
 def test_model_and_attack_give_the_same_numbers_on_both_backends(monkeypatch, name, shape):
     """Logits, the training gradient and a PGD attack with ADVJAX_CONV=onednn equal ADVJAX_CONV=xla
     (float tolerance), so switching backends changes speed only."""

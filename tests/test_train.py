@@ -142,7 +142,7 @@ def test_cli_flags_build_the_config(tmp_path):
 # ---- PGD-AT vs standard on real MNIST ---------------------------------------------------------------
 def _mnist(shared_data, flat):
     from advjax.data import load
-    ds = load("mnist", "test", data_dir=str(shared_data / "mnist"))
+    ds = load("mnist", "test", data_dir=str(shared_data))
     x = ds.x.reshape(len(ds.x), -1) if flat else ds.x
     return (x[:2000], ds.y[:2000]), (x[-500:], ds.y[-500:])
 
@@ -158,6 +158,9 @@ def _train_both(tmp_path, shared_data, model, model_kwargs, flat, eps, kw, epoch
     return out
 
 
+# ~30 s: slow marker. The default run keeps the same property on a cheaper model:
+# tests/test_trust.py trains PGD-AT on digits and checks its PGD robustness.
+@pytest.mark.slow
 def test_pgd_at_beats_standard_on_mnist_mlp(tmp_path, shared_data):
     """MLP 784-128-10, 2000 MNIST test-split images for training, 500 held out, eps = 0.1, 4 epochs,
     PGD-5 training, PGD-10 evaluation. Observed: standard 13% PGD accuracy (78% clean), PGD-AT 40%

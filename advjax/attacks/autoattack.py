@@ -18,6 +18,7 @@ Two ways to run it:
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import ClassVar, Optional
 
 import jax
@@ -39,6 +40,9 @@ class AutoAttack(base.Attack):
       attacks: names for "custom" (any registered attack; eps, norm, domain, loop are passed on).
       steps: APGD / FAB iterations (100). n_target_classes: APGD-T / FAB-T targets (9).
       n_queries: Square queries (5000). loop: loop form of the sub-attacks.
+      square_rescale_schedule: Square's p schedule rescaled to n_queries (False: as the official
+        ensemble, which builds Square with ``resc_schedule=False``: the schedule of 10000
+        iterations indexed by the raw iteration, so squares shrink half as fast as standalone).
     """
 
     version: str = "standard"
@@ -46,6 +50,7 @@ class AutoAttack(base.Attack):
     steps: int = 100
     n_target_classes: int = 9
     n_queries: int = 5000
+    square_rescale_schedule: bool = False
     loop: base.Loop = "auto"
     name: ClassVar[str] = "aa"
     supports_targeted: ClassVar[bool] = False
@@ -75,7 +80,8 @@ class AutoAttack(base.Attack):
                 ("apgd-ce", APGD(loss="ce", steps=self.steps, **common)),
                 ("apgd-t", APGDT(steps=self.steps, n_target_classes=self.n_target_classes, **common)),
                 ("fab-t", FABT(steps=self.steps, n_target_classes=self.n_target_classes, **common)),
-                ("square", Square(n_queries=self.n_queries, **common)),
+                ("square", Square(n_queries=self.n_queries, rescale_schedule=self.square_rescale_schedule,
+                                  **common)),
             )
         from advjax.attacks import get_attack  # registry (imports this module)
 
@@ -88,6 +94,8 @@ class AutoAttack(base.Attack):
                 atk = atk.replace(loop=self.loop)
             if name.startswith("apgd") and hasattr(atk, "steps"):
                 atk = atk.replace(steps=self.steps)
+            if isinstance(atk, Square):
+                atk = atk.replace(n_queries=self.n_queries, rescale_schedule=self.square_rescale_schedule)
             out.append((name, atk))
         return tuple(out)
 
@@ -106,11 +114,19 @@ class AutoAttack(base.Attack):
     def run(self, apply_fn, variables, x, y, key):
         return self.run_detailed(apply_fn, variables, x, y, key)[0]
 
-    def drive(self, apply_fn, variables, x, y, key, verbose: bool = False):
-        """Eager driver: each sub-attack jitted on its own; skips the rest once nothing is robust.
+    def drive(self, apply_fn, variables, x, y, key, verbose: bool = False, with_times: bool = False):
+        """Eager driver: each sub-attack jitted on its own, on the points still robust (padded to
+        N/8, N/4, N/2 or N); skips the rest once nothing is robust.
 
-        Returns (x_adv, clean_correct, {name: robust flags after that attack}) as numpy-backed arrays.
+        Returns ``(x_adv, clean_correct, {name: robust flags after that attack})``, and with
+        ``with_times=True`` also ``{name: seconds}`` (each sub-attack's wall time, its compilation
+        included the first time a shape is seen). It returns only once every result is computed
+        (nothing is left in JAX's asynchronous dispatch), so timing a call times the attack.
+        ``verbose`` prints the clean accuracy and, after each sub-attack, the robust accuracy and
+        the time so far, as the official code's log does.
         """
+        t_start = time.perf_counter()
+        apply_fn = base.two_logits_fn(apply_fn)  # one-logit binary models read as [0, z] (advjax.losses.ce)
         x = jnp.asarray(x)
         y = jnp.asarray(y)
         if key is None:
@@ -120,9 +136,12 @@ class AutoAttack(base.Attack):
         robust = _clean_correct(apply_fn, variables, x, y)
         clean = robust
         adv = x
-        flags = {}
+        flags, seconds = {}, {}
         n = x.shape[0]
+        if verbose:
+            print(f"[autoattack] clean accuracy: {float(jnp.mean(clean)):.2%} (n = {n})")
         for j, (name, atk) in enumerate(self.sub_attacks()):
+            t0 = time.perf_counter()
             idx = np.flatnonzero(np.asarray(robust))
             if idx.size:
                 size = compact_size(idx.size, n)
@@ -131,10 +150,14 @@ class AutoAttack(base.Attack):
                 cand = atk(apply_fn, variables, x[sel], y[sel], jax.random.fold_in(key, j))
                 adv, robust = _merge_subset_jit(apply_fn, variables, x, y, adv, robust, cand, sel,
                                                 jnp.asarray(idx.size))
+                jax.block_until_ready((adv, robust))
             flags[name] = robust
+            seconds[name] = time.perf_counter() - t0
             if verbose:
-                print(f"[autoattack] after {name}: robust accuracy {float(jnp.mean(robust)):.2%}")
-        return adv, clean, flags
+                print(f"[autoattack] robust accuracy after {name}: {float(jnp.mean(robust)):.2%} "
+                      f"({seconds[name]:.1f} s; {time.perf_counter() - t_start:.1f} s in all)")
+        jax.block_until_ready((adv, clean, flags))
+        return (adv, clean, flags, seconds) if with_times else (adv, clean, flags)
 
     def __call__(self, apply_fn, variables, x, y, key=None):
         return self.drive(apply_fn, variables, x, y, key)[0]

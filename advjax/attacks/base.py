@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from typing import Any, Callable, ClassVar, Union
 
 import jax
@@ -31,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from advjax import losses as _losses
+from advjax.losses.ce import two_logits_fn
 
 Domain = Union[tuple[float, float], None]
 Loop = Union[str, int]
@@ -302,6 +304,20 @@ class Attack:
     supported_norms: ClassVar[tuple[str, ...]] = NORMS
     supports_targeted: ClassVar[bool] = True
 
+    def __init_subclass__(cls, **kwargs):
+        # One-logit binary models (logits [N, 1]) are read as [0, z] by every attack: each
+        # subclass's ``run`` gets its apply_fn wrapped by ``advjax.losses.ce.two_logits_fn``
+        # (idempotent, and a no-op for models with >= 2 logits).
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is not None and not getattr(run, "_reads_one_logit", False):
+            @functools.wraps(run)
+            def wrapped(self, apply_fn, *args, **kw):
+                return run(self, two_logits_fn(apply_fn), *args, **kw)
+
+            wrapped._reads_one_logit = True
+            cls.run = wrapped
+
     def __post_init__(self):
         object.__setattr__(self, "eps", check_eps(self.eps))
         object.__setattr__(self, "domain", check_domain(self.domain))
@@ -326,7 +342,8 @@ class Attack:
         """Raise ValueError on bad inputs (shapes always; values when concrete)."""
         num_classes = None
         if _is_concrete(y) and self.check_inputs:
-            num_classes = int(jax.eval_shape(apply_fn, variables, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1])
+            num_classes = int(jax.eval_shape(two_logits_fn(apply_fn), variables,
+                                             jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1])
         check_inputs(x, y, self.domain, num_classes)
 
     def __call__(self, apply_fn: ApplyFn, variables, x, y, key=None) -> jax.Array:

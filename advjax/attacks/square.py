@@ -7,8 +7,11 @@ s in {-1, 1} per (column, channel); at iteration i draw a square of side
 x_best +- 2 eps per channel, project onto the ball and the domain, and keep the candidate if the
 loss decreased or the point is misclassified. The loss is the margin z_y - max_{j != y} z_j
 (``loss="margin"``; "ce" uses -CE, targeted uses CE of the target); p follows the official
-piecewise schedule from p_init = 0.8 (halved at 10, 50, 200, 500, 1000, 2000, 4000, 6000 and
-8000 of 10000 iterations), rescaled to ``n_queries``. Only points correctly classified and not yet
+piecewise schedule from p_init = 0.8 (halved after iterations 10, 50, 200, 500, 1000, 2000, 4000,
+6000 and 8000 of 10000), rescaled to ``n_queries`` when ``rescale_schedule=True`` (the official
+``SquareAttack`` default, used here standalone) and indexed by the raw iteration otherwise (the
+official AutoAttack ensemble builds Square with ``resc_schedule=False``: with 5000 queries its
+squares shrink half as fast, p ends at p_init / 128). Only points correctly classified and not yet
 fooled are updated; the loop stops early once every point is fooled.
 
 Difference: the square position and sign are drawn per example (as in the original Square code);
@@ -39,11 +42,12 @@ def p_selection(p_init: float, it: int, n_queries: int, rescale: bool = True) ->
     return p_init
 
 
-def side_schedule(p_init: float, n_queries: int, h: int, w: int) -> np.ndarray:
-    """Side length of the square at each iteration (int32 [n_queries])."""
+def side_schedule(p_init: float, n_queries: int, h: int, w: int, rescale: bool = True) -> np.ndarray:
+    """Side length of the square at each iteration (int32 [n_queries]):
+    ``max(round(sqrt(p_i * h * w)), 1)``, capped at min(h, w)."""
     out = np.empty((n_queries,), np.int32)
     for i in range(n_queries):
-        p = p_selection(p_init, i, n_queries)
+        p = p_selection(p_init, i, n_queries, rescale)
         s = max(int(round(math.sqrt(p * h * w))), 1)
         out[i] = min(s, min(h, w))
     return out
@@ -52,13 +56,16 @@ def side_schedule(p_init: float, n_queries: int, h: int, w: int) -> np.ndarray:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Square(base.Attack):
     """Square Attack L-inf. Attributes: n_queries (5000), p_init (0.8), restarts (1),
-    loss ("margin" | "ce"), unroll (iterations per while-loop trip; the loop is always a
+    loss ("margin" | "ce"), rescale_schedule (True: the p schedule of 10000 iterations is
+    rescaled to ``n_queries``, the official standalone default; False: as inside the official
+    AutoAttack), unroll (iterations per while-loop trip; the loop is always a
     ``lax.while_loop`` with early exit, ``loop`` int = iterations per trip)."""
 
     n_queries: int = 5000
     p_init: float = 0.8
     restarts: int = 1
     loss: str = "margin"
+    rescale_schedule: bool = True
     loop: base.Loop = "auto"
     name: ClassVar[str] = "square"
     supported_norms: ClassVar[tuple[str, ...]] = ("linf",)
@@ -91,7 +98,7 @@ class Square(base.Attack):
             raise ValueError(f"Square needs NHWC images, got x of shape {x.shape}")
         n, h, w, c = x.shape
         eps = self.eps
-        sides = jnp.asarray(side_schedule(self.p_init, self.n_queries, h, w))
+        sides = jnp.asarray(side_schedule(self.p_init, self.n_queries, h, w, bool(self.rescale_schedule)))
         k0, key = jax.random.split(key)
         stripes = jnp.where(jax.random.bernoulli(k0, 0.5, (n, 1, w, c)), 1.0, -1.0).astype(x.dtype)
         x_best = base.project_to_ball(x + eps * stripes, x, eps, "linf", self.domain)

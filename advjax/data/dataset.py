@@ -19,6 +19,10 @@ __all__ = [
     "DataFormatError",
     "SplitSpec",
     "parse_split",
+    "order_is_random",
+    "stratified_order",
+    "missing_classes",
+    "warn_missing_classes",
     "get_spec",
     "list_datasets",
     "SPECS",
@@ -50,7 +54,12 @@ class Dataset:
         features (Moon).
       name: canonical dataset name (see `list_datasets`).
       split: the split spec it was loaded with, e.g. ``"test[:8000]"``.
-      source: where it was read from (a file or directory, ``"tfds:<dir>"`` or ``"sklearn:..."``).
+      source: where it was read from (a file or directory, ``"tfds:<dir>"`` or ``"sklearn:..."``),
+        followed by how it was reordered before slicing, if it was: ``" (shuffle_seed=S)"`` for
+        an explicit seed, ``" (order not random: stratified shuffle, seed 0, before slicing)"``
+        when a slice of a source stored in a non-random order (e.g. sorted by class, as the
+        shared CIFAR-10 npz) was taken after the deterministic stratified shuffle of
+        `stratified_order` (see `advjax.data.load`).
     """
 
     x: np.ndarray
@@ -288,6 +297,65 @@ def parse_split(split: str, known: tuple[str, ...] | None = None) -> SplitSpec:
     if known is not None and base not in known:
         raise ValueError(f"unknown split {base!r} in {split!r}; this dataset has splits {list(known)}")
     return SplitSpec(base, conv(a), conv(b))
+
+
+def order_is_random(y: np.ndarray) -> bool:
+    """False when the labels' order is clearly not random (e.g. sorted or grouped by class).
+
+    Counts the adjacent pairs with different labels; a random order has about
+    ``(n - 1) * (1 - sum_k p_k^2)`` of them. Fewer than half of that (with at least 10 expected)
+    means the file is grouped by class, so a contiguous slice would miss or over-represent classes.
+    """
+    y = np.asarray(y)
+    if y.size < 2:
+        return True
+    _, counts = np.unique(y, return_counts=True)
+    p = counts / y.size
+    expected = (y.size - 1) * (1.0 - float(np.sum(p * p))) * y.size / max(y.size - 1, 1)
+    if expected < 10:
+        return True
+    changes = int(np.count_nonzero(y[1:] != y[:-1]))
+    return changes >= 0.5 * expected
+
+
+def stratified_order(y: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A deterministic permutation of ``range(len(y))`` whose every prefix (and so every contiguous
+    slice) holds each class in proportion to its frequency, within one example.
+
+    Each class's examples are shuffled (``numpy.random.default_rng(seed)``), the r-th of a class
+    of n_k gets the key (r + u) / n_k with u ~ U(0, 1), and the examples are sorted by key.
+    """
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    keys = np.empty(y.size, np.float64)
+    for k in np.unique(y):
+        idx = np.flatnonzero(y == k)
+        idx = idx[rng.permutation(idx.size)]
+        keys[idx] = (np.arange(idx.size) + rng.random(idx.size)) / idx.size
+    return np.argsort(keys, kind="stable")
+
+
+def missing_classes(y: np.ndarray, num_classes: int) -> list[int]:
+    """The classes in ``range(num_classes)`` with no example in ``y``."""
+    present = np.zeros(int(num_classes), bool)
+    yy = np.asarray(y).astype(np.int64)
+    present[yy[(yy >= 0) & (yy < num_classes)]] = True
+    return [int(k) for k in np.flatnonzero(~present)]
+
+
+def warn_missing_classes(y: np.ndarray, num_classes: int, what: str) -> list[int]:
+    """Warn (UserWarning) when ``y`` lacks some of the ``num_classes`` classes; returns them.
+    A split missing classes (e.g. a contiguous slice of a class-sorted file) trains or scores
+    nonsense without any other sign."""
+    import warnings
+
+    miss = missing_classes(y, num_classes) if len(y) else []
+    if miss:
+        shown = miss if len(miss) <= 12 else miss[:12] + ["..."]
+        warnings.warn(f"{what} has no example of {len(miss)} of its {num_classes} classes ({shown}): is its "
+                      f"source sorted by class? (advjax.data.load stratifies slices of such sources; pass "
+                      f"shuffle_seed to permute them)", UserWarning, stacklevel=2)
+    return miss
 
 
 def apply_split(ds: Dataset, spec: SplitSpec) -> Dataset:

@@ -2,7 +2,10 @@
 
 Nothing is ever downloaded. For the file-backed datasets the directories are searched in order:
 
-1. ``data_dir`` (a path or a list of paths) if given;
+1. ``data_dir`` (a path or a list of paths) if given, and then ONLY ``data_dir``: a directory you
+   name is a promise, so a ``data_dir`` lacking the dataset is an error naming the files expected
+   there, never a silent read from elsewhere (``search_defaults=True`` also searches the defaults
+   below, and warns naming the directory the data really came from);
 2. ``$ADVJAX_DATA_DIR`` (``os.pathsep``-separated list allowed);
 3. ``./data`` and ``../shared/data`` relative to the current directory;
 4. ``$TFDS_DATA_DIR`` and ``~/tensorflow_datasets`` (tfds's default data dirs).
@@ -25,9 +28,12 @@ Splits accept Python-style slices (tfds syntax): ``"test[:8000]"``, ``"test[8000
 ``load("mnist", "test[:8000]")`` and evaluate on ``load("mnist", "test[8000:]")``. Likewise the
 shared ``cifar10/test_jpeg_q75.npz`` holds only CIFAR-10's test split: ``load("cifar10", "test")``
 reads it; ``load("cifar10", "train")`` raises `DatasetNotFoundError` saying only "test" was
-found and suggesting such a slice. That file is sorted by class, so slice it after a seeded
-permutation: ``load("cifar10", "test[:8000]", shuffle_seed=0)`` and
-``load("cifar10", "test[8000:]", shuffle_seed=0)`` are disjoint and class-balanced.
+found and suggesting such a slice. That file is sorted by class: a slice of a split whose label
+order is not random (`advjax.data.dataset.order_is_random`) is taken after a deterministic
+stratified shuffle (`stratified_order`, seed 0), so ``load("cifar10", "test[:80%]")`` and
+``load("cifar10", "test[80%:]")`` are disjoint and class-balanced, and ``Dataset.source`` says
+so. ``shuffle_seed=S`` permutes the full split with seed S before slicing instead (any source);
+``shuffle_seed=False`` slices the file order as it is. Full splits keep the file order.
 
 A missing dataset raises `DatasetNotFoundError` naming the dataset, every directory searched
 (and what it holds) and how to get the files, after file-system checks only (milliseconds).
@@ -38,6 +44,7 @@ import dataclasses
 import inspect
 import os
 import pathlib
+import warnings
 from typing import Iterable
 
 import numpy as np
@@ -50,11 +57,13 @@ from advjax.data.dataset import (
     DatasetSpec,
     apply_split,
     get_spec,
+    order_is_random,
     parse_split,
+    stratified_order,
 )
 from advjax.data.sklearn_sets import load_digits, load_moons
 
-__all__ = ["load", "search_dirs", "ENV_VAR"]
+__all__ = ["load", "search_dirs", "expected_files", "ENV_VAR"]
 
 ENV_VAR = "ADVJAX_DATA_DIR"
 _GENERATED = {"moons": load_moons, "digits": load_digits}
@@ -70,9 +79,12 @@ def _as_paths(value) -> list[pathlib.Path]:
     raise ValueError(f"data_dir must be a path or a list of paths, got {type(value).__name__}")
 
 
-def search_dirs(data_dir=None, search_defaults: bool = True) -> list[tuple[pathlib.Path, str]]:
-    """The directories `load` searches, in order, each with the reason it is searched."""
+def search_dirs(data_dir=None, search_defaults: bool | None = None) -> list[tuple[pathlib.Path, str]]:
+    """The directories `load` searches, in order, each with the reason it is searched.
+    ``search_defaults=None``: the defaults only when no ``data_dir`` is given."""
     out = [(p, "data_dir") for p in _as_paths(data_dir)]
+    if search_defaults is None:
+        search_defaults = not out
     if search_defaults:
         env = os.environ.get(ENV_VAR, "")
         out += [(pathlib.Path(p).expanduser(), f"${ENV_VAR}") for p in env.split(os.pathsep) if p]
@@ -198,6 +210,32 @@ def _read(spec: DatasetSpec, hit: _Found, split: str, label_mode: str) -> Datase
                    split=split, source=source)
 
 
+def expected_files(spec: DatasetSpec, root, split: str) -> list[str]:
+    """What ``load`` would read for ``split`` of ``spec`` in directory ``root`` (alternatives)."""
+    root = pathlib.Path(root)
+    d = spec.dir_names[0] if spec.dir_names else spec.name
+    out = []
+    if spec.name in ("mnist", "fashion_mnist") and split in idx.IDX_PREFIX:
+        pre = idx.IDX_PREFIX[split]
+        out.append(f"{root / d / f'{pre}-images-idx3-ubyte.gz'} + {root / d / f'{pre}-labels-idx1-ubyte.gz'} "
+                   "(or the same names without .gz)")
+    if spec.name in cifar.CIFAR_FOLDERS:
+        folder, files = cifar.CIFAR_FOLDERS[spec.name]
+        if split in files:
+            names = files[split]
+            shown = names[0] if len(names) == 1 else f"{names[0]} ... {names[-1]}"
+            out.append(f"{root / folder}/{shown}")
+    if spec.name == "svhn_cropped":
+        out.append(str(root / d / f"{split}_32x32.mat"))
+    if spec.name == "tiny_imagenet":
+        out.append(f"{root / 'tiny-imagenet-200'}/ (wnids.txt and {'val' if split == 'validation' else split}/)")
+    if spec.name not in _GENERATED:
+        out.append(f"an .npz with x, y named {split}*.npz in {root / d}/")
+        if spec.tfds_name:
+            out.append(f"a prepared tensorflow-datasets directory {root / spec.tfds_name}/<version>/")
+    return out
+
+
 def _not_found(spec, split_spec, searched, file) -> DatasetNotFoundError:
     def status(found):
         if isinstance(found, str):
@@ -224,9 +262,17 @@ def _not_found(spec, split_spec, searched, file) -> DatasetNotFoundError:
             f"load({spec.name!r}, '{ex}[:80%]') to train and load({spec.name!r}, '{ex}[80%:]') "
             f"to evaluate" + (" (MNIST here: 'test[:8000]' / 'test[8000:]')"
                               if spec.name == "mnist" else "")
-            + "; add shuffle_seed=0 to permute the split before slicing if its file is sorted "
-            "by class."
+            + "; a slice of a split stored in a non-random order (e.g. sorted by class) is "
+            "taken after a deterministic stratified shuffle, so the two are disjoint and "
+            "class-balanced (Dataset.source says so)."
         )
+    named = [root for root, why, _ in searched if why == "data_dir"]
+    if named and file is None:
+        for root in named:
+            lines.append(f"{spec.name} {split_spec.base!r} needs, in the data_dir you named, "
+                         + " or ".join(expected_files(spec, root, split_spec.base))
+                         + " (only data_dir is searched when you name one; pass search_defaults=True to "
+                           "search the default directories too).")
     lines.append(f"How to get it: {spec.how_to_get}.")
     lines.append(
         f"Then pass data_dir=DIR to load() or set ${ENV_VAR}=DIR (DIR = the folder that holds "
@@ -248,9 +294,12 @@ def load(name: str, split: str, data_dir=None, **kw) -> Dataset:
       **kw: for moons: ``n_samples`` (1000), ``noise`` (0.1), ``seed`` (0), ``test_fraction``
         (0.2); for digits: ``seed`` (0), ``test_fraction`` (0.2); for the file-backed sets:
         ``file`` (an .npz name or path to read instead of searching for one),
-        ``search_defaults`` (True; False searches ``data_dir`` only), ``shuffle_seed``
-        (None; an int permutes the full split with that seed before slicing, for files stored
-        sorted by class such as the shared CIFAR-10 npz), and for cifar100
+        ``search_defaults`` (None: the default directories only when no ``data_dir`` is named;
+        True also searches them after ``data_dir``, warning if the data came from there; False
+        searches ``data_dir`` only), ``shuffle_seed`` (None: a slice of a split stored in a
+        non-random order, such as the class-sorted shared CIFAR-10 npz, is taken after a
+        deterministic stratified shuffle; an int permutes the full split with that seed before
+        slicing; False: file order), and for cifar100
         ``label_mode`` ("fine" = 100 classes, or "coarse" = 20).
 
     Raises:
@@ -277,18 +326,32 @@ def load(name: str, split: str, data_dir=None, **kw) -> Dataset:
     label_mode = kw.get("label_mode", "fine")
     if label_mode not in ("fine", "coarse"):
         raise ValueError(f"label_mode must be 'fine' or 'coarse', got {label_mode!r}")
+    shuffle_seed = kw.get("shuffle_seed")
+    if not (shuffle_seed is None or shuffle_seed is False
+            or (isinstance(shuffle_seed, (int, np.integer)) and not isinstance(shuffle_seed, bool)
+                and shuffle_seed >= 0)):
+        raise ValueError(f"shuffle_seed must be None (auto), False (file order) or an int >= 0, got {shuffle_seed!r}")
     searched = []
-    for root, why in search_dirs(data_dir, kw.get("search_defaults", True)):
+    for root, why in search_dirs(data_dir, kw.get("search_defaults")):
         if not root.is_dir():
             searched.append((root, why, "not a directory" if root.exists() else "does not exist"))
             continue
         hit, found = _scan(spec, root, split_spec.base, file)
         if hit is not None:
             ds = _read(spec, hit, split_spec.base, label_mode)
-            shuffle_seed = kw.get("shuffle_seed")
-            if shuffle_seed is not None:
+            if data_dir is not None and why != "data_dir":
+                warnings.warn(
+                    f"advjax.data.load({spec.name!r}, {split!r}): the data_dir you named "
+                    f"({', '.join(str(p) for p in _as_paths(data_dir))}) holds no {spec.name} "
+                    f"{split_spec.base!r}; read {ds.source} from {root} [{why}] instead "
+                    "(search_defaults=True)", stacklevel=2)
+            if shuffle_seed is not None and shuffle_seed is not False:
                 perm = np.random.default_rng(shuffle_seed).permutation(len(ds))
                 ds = dataclasses.replace(ds.take(perm), source=f"{ds.source} (shuffle_seed={shuffle_seed})")
+            elif shuffle_seed is None and not split_spec.is_full and not order_is_random(ds.y):
+                ds = dataclasses.replace(
+                    ds.take(stratified_order(ds.y, 0)),
+                    source=f"{ds.source} (order not random: stratified shuffle, seed 0, before slicing)")
             return apply_split(ds, split_spec)
         searched.append((root, why, found))
     if not searched:

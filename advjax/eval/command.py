@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import fractions
+import os
 import pathlib
 import sys
 
@@ -43,6 +44,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default=None, help="data set (default: the run's)")
     parser.add_argument("--split", default=None, help="split (default: the run's test split)")
     parser.add_argument("--data-dir", default=None, help="data directory (default: the run's)")
+    parser.add_argument("--shuffle-seed", type=int, default=None,
+                        help="permute the split with this seed before slicing (default: the run's; see advjax train)")
     parser.add_argument("--n-examples", type=int, default=None, help="evaluate the first N examples only")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
@@ -54,15 +57,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_checkpoint(path: str, which: str):
+    """``(model, variables, config, info)``; ``info`` (which checkpoint was read, and any
+    substitution) is None from a loader without ``with_info``."""
     try:
         from advjax.train.checkpoint import load_for_eval
     except ImportError as e:
         raise RuntimeError("advjax eval needs advjax.train.checkpoint.load_for_eval(path) -> "
                            f"(model, variables, config), which is not available: {e}") from None
     try:
-        return load_for_eval(path, which=which)
-    except TypeError:  # an implementation without `which`
-        return load_for_eval(path)
+        return load_for_eval(path, which=which, with_info=True)
+    except TypeError:  # an implementation without `with_info` / `which`
+        try:
+            return (*load_for_eval(path, which=which), None)
+        except TypeError:
+            return (*load_for_eval(path), None)
 
 
 def _cfg(config, name, default=None):
@@ -90,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
             if "loop" in overrides and hasattr(atk, "loop"):
                 atk = atk.replace(**overrides)
             attacks[n] = atk
-        model, variables, config = _load_checkpoint(args.checkpoint, args.which)
+        checkpoint = os.path.abspath(os.path.expanduser(args.checkpoint))  # resolved once, here
+        model, variables, config, info = _load_checkpoint(checkpoint, args.which)
+        if info and info.get("substituted"):
+            print(f"advjax eval: note: {info['substituted']}", file=sys.stderr)
         if args.eps is not None:
             eps_list = parse_eps(args.eps)
         else:
@@ -111,17 +122,29 @@ def run(args: argparse.Namespace) -> int:
         data_dir = args.data_dir or _cfg(config, "data_dir")
         from advjax.data import load
 
-        data = load(dataset, split, data_dir=data_dir)
+        shuffle_seed = args.shuffle_seed if getattr(args, "shuffle_seed", None) is not None \
+            else _cfg(config, "shuffle_seed")
+        data = load(dataset, split, data_dir=data_dir,
+                    **({} if shuffle_seed is None else {"shuffle_seed": shuffle_seed}))
         result = robust_accuracy(model, variables, data, attacks, eps_list, args.batch_size, key=args.seed,
                                  n_examples=args.n_examples, progress=not args.no_progress,
                                  checks=not args.no_checks)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"advjax eval: error: {e}", file=sys.stderr)
         return 2
-    result.meta.update({"checkpoint": str(args.checkpoint), "dataset": dataset, "split": split})
+    result.meta.update({"checkpoint": checkpoint, "dataset": dataset, "split": split})
+    if info:
+        result.meta["evaluated_checkpoint"] = {k: info[k] for k in ("path", "step", "kind")}
+        if info.get("substituted"):
+            result.meta["substituted"] = info["substituted"]
     md = result.to_markdown()
+    if info:
+        head = f"checkpoint: {info['path']} (step {info['step']})\n"
+        if info.get("substituted"):
+            head += f"note: {info['substituted']}\n"
+        md = head + "\n" + md
     print(md)
-    out = pathlib.Path(args.out or args.checkpoint)
+    out = pathlib.Path(os.path.abspath(os.path.expanduser(args.out or checkpoint)))
     if out.is_dir() or args.out is not None:
         out.mkdir(parents=True, exist_ok=True)
         result.to_json(str(out / "eval.json"))

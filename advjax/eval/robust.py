@@ -48,7 +48,8 @@ class RobustnessResult:
       robust: {attack: {eps: bool [N]}} per-sample robust flags.
       clean_correct: bool [N]. clean_accuracy: float.
       rg_score: {attack: sum of accuracies over eps_list}.
-      autoattack: {eps: {sub-attack: robust accuracy after it}} for AutoAttack entries.
+      autoattack: {attack: {eps: {sub-attack: robust accuracy after it}}} for AutoAttack entries.
+      autoattack_seconds: {attack: {eps: {sub-attack: its wall time, summed over batches}}}.
       warnings: the sanity-check messages raised. seconds: {attack: wall time}.
     """
 
@@ -61,6 +62,7 @@ class RobustnessResult:
     rg_score: dict[str, float]
     n: int
     autoattack: dict[str, dict[float, dict[str, float]]] = dataclasses.field(default_factory=dict)
+    autoattack_seconds: dict[str, dict[float, dict[str, float]]] = dataclasses.field(default_factory=dict)
     warnings: list[str] = dataclasses.field(default_factory=list)
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -74,6 +76,8 @@ class RobustnessResult:
             "table": {a: {_eps_key(e): v for e, v in row.items()} for a, row in self.table.items()},
             "rg_score": dict(self.rg_score),
             "autoattack": {a: {_eps_key(e): d for e, d in per.items()} for a, per in self.autoattack.items()},
+            "autoattack_seconds": {a: {_eps_key(e): d for e, d in per.items()}
+                                   for a, per in self.autoattack_seconds.items()},
             "warnings": list(self.warnings),
             "seconds": dict(self.seconds),
             "meta": dict(self.meta),
@@ -93,13 +97,30 @@ class RobustnessResult:
         return text
 
     def to_markdown(self) -> str:
-        """A markdown table: one row per attack, one column per eps (accuracy in %), R&G score."""
-        head = "| attack | " + " | ".join(f"eps={_eps_key(e)}" for e in self.eps_list) + " | R&G |"
+        """A markdown table: one row per attack, one column per eps (accuracy in %), the R&G score
+        (the sum of those accuracies over the eps list); then, for each AutoAttack entry, the robust
+        accuracy after each sub-attack and its time, as the official verbose log shows them."""
+        head = "| attack | " + " | ".join(f"eps={_eps_key(e)}" for e in self.eps_list) + " | R&G (sum over eps) |"
         sep = "|---|" + "---|" * len(self.eps_list) + "---|"
-        lines = [f"clean accuracy: {100 * self.clean_accuracy:.2f}% (n = {self.n})", "", head, sep]
+        lines = [f"clean accuracy: {100 * self.clean_accuracy:.2f}% (n = {self.n})", "",
+                 "robust accuracy (%) per attack and eps:", "", head, sep]
         for a in self.attacks:
             cells = " | ".join(f"{100 * self.table[a][e]:.2f}" for e in self.eps_list)
             lines.append(f"| {a} | {cells} | {100 * self.rg_score[a]:.2f} |")
+        lines += ["", f"R&G: the sum of the {len(self.eps_list)} accuracies (in %) over the eps list (LSA paper); "
+                      f"not a percentage (at most {100 * len(self.eps_list)})."]
+        for a, per_eps in self.autoattack.items():
+            for e, per in per_eps.items():
+                secs = self.autoattack_seconds.get(a, {}).get(e, {})
+                lines += ["", f"{a} at eps={_eps_key(e)}: robust accuracy after each sub-attack", "",
+                          "| after | robust accuracy (%) | time (s) | total time (s) |", "|---|---|---|---|",
+                          f"| clean | {100 * self.clean_accuracy:.2f} | | |"]
+                total = 0.0
+                for sub, acc in per.items():
+                    t = secs.get(sub)
+                    total += t or 0.0
+                    lines.append(f"| {sub} | {100 * acc:.2f} | {'' if t is None else f'{t:.1f}'} | "
+                                 f"{'' if t is None else f'{total:.1f}'} |")
         if self.warnings:
             lines += ["", "warnings:"] + [f"- {w}" for w in self.warnings]
         return "\n".join(lines) + "\n"
@@ -160,6 +181,50 @@ def _resolve_attacks(attacks) -> list[tuple[str, _attacks.Attack]]:
     return out
 
 
+def _check_eps_range(named, eps_list, domain) -> None:
+    """An L-inf radius wider than the input box covers the whole box: a mistaken unit (8 for
+    8/255), caught before anything runs, with the same wording as ``TrainConfig.validate``."""
+    if domain is None:
+        return
+    width = float(domain[1]) - float(domain[0])
+    for label, atk in named:
+        if getattr(atk, "norm", None) != "linf":
+            continue
+        for e in eps_list:
+            if e > width:
+                raise ValueError(f"eps={e:g} is out of range for the L-inf attack {label!r} on inputs in "
+                                 f"{tuple(domain)}: pixels live in [0, 1], so eps must be in [0, 1] "
+                                 f"(e.g. 8/255 = {8 / 255:.4f}, not 8)")
+
+
+def _min_classes(atk) -> tuple[int, str]:
+    """(fewest classes ``atk`` can run on, why)."""
+    if isinstance(atk, AutoAttack):
+        need, why, name = max(((*_min_classes(sub), name) for name, sub in atk.sub_attacks()), default=(1, "", ""))
+        return need, f"its sub-attack {name}'s {why}"
+    if isinstance(atk, _attacks.APGDT):
+        return 4, "targeted DLR loss uses the 3rd and 4th largest logits"
+    if getattr(atk, "loss", None) == "dlr":
+        return 3, "DLR loss uses the 3rd largest logit"
+    return 1, ""
+
+
+def _check_classes(named, num_classes: int) -> None:
+    """Reject, before any attack runs, an attack that cannot run on a model with this many classes."""
+    for label, atk in named:
+        need, why = _min_classes(atk)
+        if num_classes >= need:
+            continue
+        if isinstance(atk, AutoAttack):
+            instead = ("run the sub-attacks that work here on their own (e.g. --attacks apgd-ce,fab-t,square), or "
+                       "AutoAttack(version='custom', attacks=('apgd-ce', 'fab-t', 'square')) from Python")
+        else:
+            instead = "use e.g. apgd-ce, fab-t, square, pgd20 or fgsm instead"
+        why = why if isinstance(atk, AutoAttack) else f"its {why}"
+        raise ValueError(f"attack {label!r} cannot run on this model, which has {num_classes} classes: {why}, so it "
+                         f"needs at least {need}; {instead}")
+
+
 # ------------------------------------------------------------------------------------------------
 # sanity checks (fra31/auto-attack checks.py)
 # ------------------------------------------------------------------------------------------------
@@ -206,6 +271,18 @@ def _square_check(msgs, accs: Mapping[str, float], where: str, alpha: float = 0.
                         "the gradient-based attacks: the gradient-based evaluation may be unreliable")
 
 
+def _check_dlr_classes(named, num_classes: int) -> None:
+    """Reject, before anything runs, an untargeted-DLR attack (APGD-DLR, or AutoAttack listing it)
+    on a model with fewer than 3 classes: DLR's denominator z_pi1 - z_pi3 needs a third logit."""
+    if num_classes >= 3:
+        return
+    for label, a in named:
+        subs = [s for _, s in a.sub_attacks()] if isinstance(a, AutoAttack) else [a]
+        if any(getattr(s, "loss", None) == "dlr" for s in subs):
+            raise ValueError(f"attack {label!r} uses the DLR loss, which needs >= 3 classes; this model has "
+                             f"{num_classes} (a binary model): use apgd-ce or cw-inf instead")
+
+
 # ------------------------------------------------------------------------------------------------
 # the evaluator
 # ------------------------------------------------------------------------------------------------
@@ -242,7 +319,8 @@ def robust_accuracy(
       n_examples: evaluate only the first n examples.
       progress: show a tqdm bar. checks: run AutoAttack's sanity checks (warnings).
     """
-    apply_fn = _as_apply_fn(model_or_apply_fn)
+    # one-logit binary models (logits [N, 1]) are read as [0, z] (advjax.losses.ce.two_logits)
+    apply_fn = _losses.ce.two_logits_fn(_as_apply_fn(model_or_apply_fn))
     x_all, y_all, data_domain = _as_arrays(data)
     if n_examples is not None:
         x_all, y_all = x_all[:n_examples], y_all[:n_examples]
@@ -258,6 +336,7 @@ def robust_accuracy(
         domain = (0.0, 1.0) if data_domain == "unknown" else data_domain
     domain = _attacks.base.check_domain(domain)
     named = _resolve_attacks(attacks)
+    _check_eps_range(named, eps_list, domain)
     if key is None:
         key = jax.random.PRNGKey(0)
     elif isinstance(key, int):
@@ -280,6 +359,8 @@ def robust_accuracy(
                                                                                 jnp.float32)).shape[-1])
     if y_all.min() < 0 or y_all.max() >= num_classes:
         raise ValueError(f"labels out of range [0, {num_classes}): min {y_all.min()}, max {y_all.max()}")
+    _check_dlr_classes(named, num_classes)
+    _check_classes(named, num_classes)
 
     msgs: list[str] = []
     if checks:
@@ -291,6 +372,7 @@ def robust_accuracy(
     table: dict[str, dict[float, float]] = {}
     robust: dict[str, dict[float, np.ndarray]] = {}
     aa_info: dict[str, dict[float, dict[str, float]]] = {}
+    aa_seconds: dict[str, dict[float, dict[str, float]]] = {}
     seconds: dict[str, float] = {}
     bar = None
     if progress:
@@ -307,6 +389,7 @@ def robust_accuracy(
                 atk = atk0.replace(eps=eps, domain=domain, check_inputs=False)
                 flags = []
                 sub_flags: dict[str, list[np.ndarray]] = {}
+                sub_secs: dict[str, float] = {}
                 for b in range(n_batches):
                     xb = jnp.asarray(x_pad[b * bs:(b + 1) * bs])
                     yb = jnp.asarray(y_pad[b * bs:(b + 1) * bs])
@@ -314,9 +397,10 @@ def robust_accuracy(
                     if bar is not None:
                         bar.set_postfix_str(f"{label} eps={eps:.4g}")
                     if isinstance(atk, AutoAttack):
-                        x_adv, _, per = atk.drive(apply_fn, variables, xb, yb, kb)
+                        x_adv, _, per, secs = atk.drive(apply_fn, variables, xb, yb, kb, with_times=True)
                         for name, f in per.items():
                             sub_flags.setdefault(name, []).append(np.asarray(f))
+                            sub_secs[name] = sub_secs.get(name, 0.0) + float(secs.get(name, 0.0))
                     else:
                         x_adv = atk(apply_fn, variables, xb, yb, kb)
                     flags.append(np.asarray(predict(variables, x_adv)) == np.asarray(yb))
@@ -328,6 +412,7 @@ def robust_accuracy(
                 if sub_flags:
                     per_acc = {k: float(np.concatenate(v)[:n].mean()) for k, v in sub_flags.items()}
                     aa_info.setdefault(label, {})[eps] = per_acc
+                    aa_seconds.setdefault(label, {})[eps] = sub_secs
                     if checks:
                         _square_check(msgs, per_acc, f"{label} at eps={eps:.4g}")
             seconds[label] = time.perf_counter() - t0
@@ -351,6 +436,6 @@ def robust_accuracy(
         attacks=[l for l, _ in named], eps_list=eps_list, table=table, robust=robust,
         clean_correct=clean_correct, clean_accuracy=float(clean_correct.mean()),
         rg_score={l: rg_score(table[l][e] for e in eps_list) for l, _ in named}, n=n,
-        autoattack=aa_info, warnings=msgs, seconds=seconds,
+        autoattack=aa_info, autoattack_seconds=aa_seconds, warnings=msgs, seconds=seconds,
         meta={"batch_size": bs, "domain": domain, "num_classes": num_classes},
     )

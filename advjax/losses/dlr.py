@@ -5,6 +5,8 @@ Both follow the official fra31/auto-attack code, including the 1e-12 in the deno
 import jax
 import jax.numpy as jnp
 
+from advjax.losses.ce import two_logits
+
 
 def dlr(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Untargeted DLR, Eq. 5: ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)``; shape ``[N]``.
@@ -12,9 +14,11 @@ def dlr(logits: jax.Array, labels: jax.Array) -> jax.Array:
     ``z_pi1 >= z_pi2 >= ...`` are the sorted logits; needs at least 3 classes. The attacker
     maximizes it; it is positive exactly when the point is misclassified.
     """
-    logits = jnp.asarray(logits)
+    logits = two_logits(logits)
     if logits.shape[-1] < 3:
-        raise ValueError(f"dlr needs at least 3 classes, got logits of shape {logits.shape}")
+        raise ValueError(f"dlr needs at least 3 classes, got logits of shape {logits.shape}: its denominator "
+                         "z_pi1 - z_pi3 does not exist for a binary (one- or two-logit) model; use CE or the "
+                         "CW margin (apgd-ce, cw-inf) instead")
     labels = jnp.asarray(labels).astype(jnp.int32)
     z_sorted = jnp.sort(logits, axis=-1)
     z_y = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
@@ -28,9 +32,10 @@ def dlr_targeted(logits: jax.Array, labels: jax.Array, targets: jax.Array) -> ja
 
     ``labels`` are the true classes y, ``targets`` the target classes t; needs at least 4 classes.
     """
-    logits = jnp.asarray(logits)
+    logits = two_logits(logits)
     if logits.shape[-1] < 4:
-        raise ValueError(f"dlr_targeted needs at least 4 classes, got logits of shape {logits.shape}")
+        raise ValueError(f"dlr_targeted needs at least 4 classes, got logits of shape {logits.shape}"
+                         + (" (a binary model: use CE or the CW margin instead)" if logits.shape[-1] == 2 else ""))
     labels = jnp.asarray(labels).astype(jnp.int32)
     targets = jnp.asarray(targets).astype(jnp.int32)
     z_sorted = jnp.sort(logits, axis=-1)

@@ -4,7 +4,8 @@ See ``advjax.methods.base`` for the protocol and ``advjax.methods.regularized`` 
 import importlib
 
 _EXPORTS = {"Method": "base", "AdversarialMethod": "base", "get_method": "base", "list_methods": "base",
-            "register_method": "base", "Regularized": "regularized", "EpsWarmup": "eps_warmup"}
+            "register_method": "base", "Regularized": "regularized", "EpsWarmup": "eps_warmup",
+            "SmoothAT": "smooth_at", "SmoothBackward": "smooth_at", "LayerwiseAT": "layerwise"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -2,7 +2,8 @@
 APGD-CE (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
 parameter-free attacks", ICML 2020, Algorithm 1), as used for training in Croce & Hein 2021
 ("Mind the box"). Trains on the highest-loss point APGD found; eval-mode model for the attack, one
-training forward on x_adv updates BN.
+training forward on x_adv updates BN. Step size: APGD's own, 2·eps at the start, halved adaptively
+(so it follows eps). ``domain="auto"`` (default): the dataset's input box.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from advjax.attacks import APGD
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, ce_forward, check_common
+from advjax.methods.base import AdversarialMethod, box, ce_forward, check_common
 
 __all__ = ["APGDAT"]
 
@@ -22,7 +23,7 @@ class APGDAT(AdversarialMethod):
     steps: int = 10
     rho: float = 0.75
     label_smoothing: float = 0.0
-    domain: Any = (0.0, 1.0)
+    domain: Any = "auto"
     attack: Any = None
 
     def __post_init__(self):
@@ -32,7 +33,7 @@ class APGDAT(AdversarialMethod):
         """APGD-CE returning its highest-loss iterate
         (``advjax.attacks.APGD(output="max_loss")``)."""
         return APGD(eps=self.eps, steps=self.steps, rho=self.rho, loss="ce", output="max_loss",
-                    domain=self.domain, check_inputs=False)
+                    domain=box(self.domain), check_inputs=False)
 
     def loss(self, state, params, x, x_adv, y, key):
         loss, logits, bs = ce_forward(state, params, x_adv, y, smoothing=self.label_smoothing)

@@ -4,7 +4,8 @@
 
 FGSM is computed on the eval-mode model (BN frozen). Outer: two training-mode forwards, clean then
 adversarial, with the BN statistics threaded through both (as two successive calls of a PyTorch model
-in train mode); the paper's models had no BN.
+in train mode); the paper's models had no BN. The step is eps itself (FGSM). ``domain="auto"``
+(default): the dataset's input box.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from advjax.attacks import FGSM
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, ce_forward, check_common
+from advjax.methods.base import AdversarialMethod, box, ce_forward, check_common
 
 __all__ = ["ATFGSM"]
 
@@ -23,7 +24,7 @@ class ATFGSM(AdversarialMethod):
     eps: float = 8 / 255
     weight: float = 0.5  # a in Eq. (6): weight of the clean term
     label_smoothing: float = 0.0
-    domain: Any = (0.0, 1.0)
+    domain: Any = "auto"
     attack: Any = None
 
     def __post_init__(self):
@@ -33,7 +34,7 @@ class ATFGSM(AdversarialMethod):
 
     def default_attack(self):
         """``advjax.attacks.FGSM`` (x + eps sign grad, clipped to the domain)."""
-        return FGSM(eps=self.eps, domain=self.domain, check_inputs=False)
+        return FGSM(eps=self.eps, domain=box(self.domain), check_inputs=False)
 
     def loss(self, state, params, x, x_adv, y, key):
         l_clean, logits_c, bs = ce_forward(state, params, x, y, smoothing=self.label_smoothing)

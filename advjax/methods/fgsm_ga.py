@@ -3,7 +3,8 @@ NeurIPS 2020, Eq. (6)–(7)):
 
     L = CE(f(x + δ_FGSM), y) + λ · E_{η~U(−ε,ε)} [ 1 − cos(∇ₓCE(f(x), y), ∇ₓCE(f(x + η), y)) ]
 
-δ_FGSM = clip_[−ε,ε](α·sign ∇ₓCE(f(x), y)) from a zero start (α = ε), eval-mode model. The
+δ_FGSM = clip_[−ε,ε](α·sign ∇ₓCE(f(x), y)) from a zero start (α = ε unless set: follows eps; an
+α < ε warns), eval-mode model; ``domain="auto"`` (default): the dataset's input box. The
 gradient-alignment term is differentiated through ∇ₓCE(f(x + η)) (double backprop); ∇ₓCE(f(x)) is
 held constant, and examples with a zero input gradient are left out of the mean, as in the reference
 code. The two input gradients use training-mode forwards (batch statistics, as the reference code's
@@ -21,7 +22,7 @@ from jax import lax
 from advjax.attacks import PGD
 from advjax.attacks.base import clip_to_domain
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, ce_forward, check_common, forward
+from advjax.methods.base import AdversarialMethod, box, ce_forward, check_common, check_step, forward
 
 __all__ = ["FGSMGA", "gradient_alignment"]
 
@@ -44,19 +45,20 @@ class FGSMGA(AdversarialMethod):
     alpha: Optional[float] = None  # None: eps
     lam: float = 0.2  # λ of the gradient-alignment term
     label_smoothing: float = 0.0
-    domain: Any = (0.0, 1.0)
+    domain: Any = "auto"
     attack: Any = None
 
     def __post_init__(self):
         check_common("fgsm_ga", eps=self.eps, alpha=self.alpha, smoothing=self.label_smoothing, domain=self.domain)
         if self.lam < 0:
             raise ValueError(f"fgsm_ga: lam must be >= 0, got {self.lam}")
+        check_step("fgsm_ga", self.eps, self.alpha, 1)
 
     def default_attack(self):
         """One FGSM step of size alpha from x, projected on the eps-ball
         (``advjax.attacks.PGD`` with one step and no random start)."""
         alpha = self.eps if self.alpha is None else self.alpha
-        return PGD(eps=self.eps, steps=1, step_size=alpha, random_start=False, domain=self.domain,
+        return PGD(eps=self.eps, steps=1, step_size=alpha, random_start=False, domain=box(self.domain),
                    check_inputs=False)
 
     def alignment(self, state, params, x, y, key):
@@ -68,7 +70,7 @@ class FGSMGA(AdversarialMethod):
 
         g1 = lax.stop_gradient(input_grad(x))
         eta = jax.random.uniform(key, x.shape, x.dtype, -self.eps, self.eps)
-        g2 = input_grad(clip_to_domain(x + eta, self.domain))
+        g2 = input_grad(clip_to_domain(x + eta, box(self.domain)))
         return gradient_alignment(g1, g2)
 
     def loss(self, state, params, x, x_adv, y, key):

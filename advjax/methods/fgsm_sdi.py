@@ -78,6 +78,7 @@ picks the "best" checkpoint by test PGD-10 accuracy, as the engine's loop does.
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 import chex
 import jax
 import jax.numpy as jnp
@@ -114,25 +115,28 @@ class FGSMSDI:
 
     Attributes:
       eps: L-inf radius (8/255).
-      alpha: step size of the FGSM step from x + eta_g (8/255 in the paper and code).
+      alpha: step size of the FGSM step from x + eta_g; None (default): alpha = eps, the paper's and
+        the code's rule (8/255 at eps 8/255), so the step follows eps.
       k: the generator is updated once every k steps (20).
       mode: ``"paper"`` or ``"reference"``; see the module docstring for every difference.
       label_smoothing: override of the mode's smoothing (paper 0.0, reference 0.5); the true
         class's target is 1 - label_smoothing (see :func:`smoothed_targets`).
       steps_per_epoch: reference mode only: count "every k" by the batch index within the epoch.
-      domain: the input box of paper mode (``None``: no clipping in either mode).
+      domain: the input box of paper mode (``None``: no clipping in either mode; ``"auto"``, the
+        default: the dataset's, filled in by ``fit`` / ``advjax train`` / ``get_method(...,
+        dataset=...)``, else (0, 1)).
       generator_features: hidden width of the generator (64).
       generator_arch: ``"paper"``/``"reference"``; ``None`` follows ``mode``.
       gen_lr, gen_weight_decay: the generator's Adam (1e-3, coupled L2 5e-4).
     """
 
     eps: float = 8 / 255
-    alpha: float = 8 / 255
+    alpha: Optional[float] = None
     k: int = 20
     mode: str = "paper"
     label_smoothing: float | None = None
     steps_per_epoch: int | None = None
-    domain: tuple[float, float] | None = (0.0, 1.0)
+    domain: tuple[float, float] | None | str = "auto"
     generator_features: int = 64
     generator_arch: str | None = None
     gen_lr: float = 1e-3
@@ -145,7 +149,7 @@ class FGSMSDI:
             raise ValueError(f"FGSMSDI: unknown generator_arch {self.generator_arch!r}; use None or one of {_MODES}")
         if not (isinstance(self.eps, (int, float)) and 0 <= self.eps <= 1):
             raise ValueError(f"FGSMSDI: eps must be in [0, 1] (pixels live in [0, 1]; 8/255, not 8), got {self.eps!r}")
-        if not self.alpha >= 0:
+        if self.alpha is not None and not self.alpha >= 0:
             raise ValueError(f"FGSMSDI: alpha must be >= 0, got {self.alpha}")
         if int(self.k) != self.k or self.k < 1:
             raise ValueError(f"FGSMSDI: k (generator update period) must be an integer >= 1, got {self.k}")
@@ -153,7 +157,7 @@ class FGSMSDI:
             raise ValueError(f"FGSMSDI: label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(f"FGSMSDI: steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
-        if self.domain is not None and (len(self.domain) != 2 or not self.domain[0] < self.domain[1]):
+        if self.domain != "auto" and self.domain is not None and (len(self.domain) != 2 or not self.domain[0] < self.domain[1]):
             raise ValueError(f"FGSMSDI: domain must be (low, high) with low < high, or None; got {self.domain!r}")
         if self.generator_features < 1:
             raise ValueError(f"FGSMSDI: generator_features must be >= 1, got {self.generator_features}")
@@ -168,7 +172,9 @@ class FGSMSDI:
 
     @property
     def clip_domain(self):
-        return self.domain if self.mode == "paper" else None
+        from advjax.methods.base import box
+
+        return box(self.domain) if self.mode == "paper" else None
 
     def generator(self, out_channels: int) -> SDIGenerator:
         return SDIGenerator(features=self.generator_features, out_channels=out_channels,
@@ -237,7 +243,8 @@ class FGSMSDI:
             logits, bs = apply_model(state, state.params, xx, train=True, batch_stats=batch_stats)
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum(), bs
         g1, bs = jax.grad(f, has_aux=True)(jax.lax.stop_gradient(x1))
-        fgsm = jax.lax.stop_gradient(jnp.clip(self.alpha * jnp.sign(g1), -self.eps, self.eps))
+        alpha = self.eps if self.alpha is None else self.alpha
+        fgsm = jax.lax.stop_gradient(jnp.clip(alpha * jnp.sign(g1), -self.eps, self.eps))
         delta = jnp.clip(eta + fgsm, -self.eps, self.eps)                   # eq. 26
         delta = self._clip(x + delta) - x
         return delta, bs, gen_bs

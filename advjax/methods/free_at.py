@@ -7,6 +7,8 @@ Algorithm 1): each minibatch is replayed m times; one backward pass gives both �
 δ is carried across minibatches (``state.extra["free_at_delta"]``, batch-shaped, zeros at start).
 One ``step`` call performs the m replays (m optimizer updates; ``state.step`` advances by m), so
 run ``epochs / m`` epochs for the paper's budget. BN statistics: each replay's training forward.
+The step on δ is eps unless set (follows eps; alpha·m < eps warns); ``domain="auto"``: the
+dataset's input box.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import jax.numpy as jnp
 
 from advjax.attacks.base import clip_to_domain
 from advjax.methods import _inner
-from advjax.methods.base import check_common, forward
+from advjax.methods.base import box, check_common, check_step, forward
 
 __all__ = ["FreeAT"]
 
@@ -29,12 +31,13 @@ class FreeAT:
     m: int = 8  # replays per minibatch
     alpha: Optional[float] = None  # step on δ; None: eps (the paper)
     label_smoothing: float = 0.0
-    domain: Any = (0.0, 1.0)
+    domain: Any = "auto"
 
     def __post_init__(self):
         check_common("free_at", eps=self.eps, alpha=self.alpha, smoothing=self.label_smoothing, domain=self.domain)
         if not isinstance(self.m, int) or self.m < 1:
             raise ValueError(f"free_at: m must be an integer >= 1, got {self.m!r}")
+        check_step("free_at", self.eps, self.alpha, self.m)
 
     @property
     def updates_per_step(self) -> int:
@@ -46,7 +49,7 @@ class FreeAT:
         return state.replace(extra={**state.extra, "free_at_delta": jnp.zeros(x.shape, jnp.float32)})
 
     def loss(self, state, params, delta, x, y):
-        x_in = clip_to_domain(x + delta, self.domain)
+        x_in = clip_to_domain(x + delta, box(self.domain))
         logits, bs = forward(state, params, x_in, train=True)
         loss = jnp.mean(_inner.cross_entropy(logits, y, self.label_smoothing))
         return loss, (bs, logits)

@@ -7,18 +7,21 @@ Inner max: x' = x + 0.001·N(0, I), then ``steps`` sign-gradient ascent steps of
 KL(f(x) ‖ f(x')), projected on B∞(x, ε) ∩ [0,1], eval-mode model (as the reference code). Outer:
 training-mode forwards on x then x' (BN statistics threaded through both); the KL is summed over
 classes and averaged over the batch, gradients flow through both arguments.
+``alpha=None`` (default) follows eps: 2.5·eps/steps (the reference code's 2/255-class step at
+8/255 with 10 steps: it uses 0.007 at 0.031); an alpha with alpha·steps < eps warns.
+``domain="auto"`` (default): the dataset's input box.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import jax.numpy as jnp
 
 from advjax.attacks import TradesKL
 from advjax.losses import trades_kl
 from advjax.methods import _inner
-from advjax.methods.base import AdversarialMethod, check_common, forward
+from advjax.methods.base import AdversarialMethod, box, check_common, check_step, forward
 
 __all__ = ["TRADES"]
 
@@ -27,19 +30,25 @@ __all__ = ["TRADES"]
 class TRADES(AdversarialMethod):
     beta: float = 6.0
     eps: float = 8 / 255
-    alpha: float = 2 / 255
+    alpha: Optional[float] = None  # None: 2.5 * eps / steps
     steps: int = 10
-    domain: Any = (0.0, 1.0)
+    domain: Any = "auto"
     attack: Any = None  # optional contract attack maximizing the KL (takes the clean logits itself)
 
     def __post_init__(self):
         check_common("trades", eps=self.eps, alpha=self.alpha, steps=self.steps, domain=self.domain)
         if self.beta < 0:
             raise ValueError(f"trades: beta must be >= 0, got {self.beta}")
+        check_step("trades", self.eps, self.alpha, self.steps)
+
+    @property
+    def step_size(self) -> float:
+        """The ascent step: ``alpha``, or 2.5 * eps / steps when unset."""
+        return 2.5 * self.eps / self.steps if self.alpha is None else self.alpha
 
     def default_attack(self):
-        """The KL maximization ``advjax.attacks.TradesKL``."""
-        return TradesKL(eps=self.eps, steps=self.steps, step_size=self.alpha, domain=self.domain,
+        """The KL maximization ``advjax.attacks.TradesKL`` with step ``step_size``."""
+        return TradesKL(eps=self.eps, steps=self.steps, step_size=self.step_size, domain=box(self.domain),
                         check_inputs=False)
 
     def loss(self, state, params, x, x_adv, y, key):

@@ -18,7 +18,8 @@
   Limitation: a ``custom_vjp`` has no forward-mode rule, so ``jax.jvp``/``jax.jacfwd``/
   ``jax.hessian`` through a model need ``fast_conv=False`` (plain ``nn.Conv``).
 * :func:`max_pool` pools by reshape + max instead of ``reduce_window`` (whose gradient lowers to
-  a scatter; lever 3).
+  a scatter; lever 3), with a custom JVP giving each window's gradient to its first maximum (as
+  flax's ``nn.max_pool`` and PyTorch's ``max_pool2d``).
 * :func:`batch_norm` builds the models' batch norm (:mod:`advjax.models.batch_norm`).
 """
 from __future__ import annotations
@@ -46,6 +47,8 @@ __all__ = [
     "max_pool",
     "global_avg_pool",
     "batch_norm",
+    "PERTURBATIONS",
+    "perturbation_point",
 ]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -404,11 +407,47 @@ def Conv(features: int, kernel_size, *, fast: bool = True, **kwargs) -> nn.Conv:
 # --------------------------------------------------------------------------------------------
 # pooling, batch norm
 # --------------------------------------------------------------------------------------------
+def _first_max_mask(x6, y):
+    """Boolean mask, shaped like ``x6`` ([..., ho, k, wo, k, c]), of the FIRST maximum of each window
+    in window order (row-major: the window's top row left to right, then the next row): one True per
+    window, at the smallest (row, column) where ``x6 == y``. Written as an unrolled "already found"
+    scan over the k*k positions, so XLA fuses it into one element-wise pass."""
+    k1, k2 = x6.shape[-4], x6.shape[-2]
+    found = jnp.zeros(y.shape, bool)
+    rows = []
+    for i in range(k1):
+        cols = []
+        for j in range(k2):
+            hit = x6[..., i, :, j, :] == y
+            cols.append(hit & ~found)
+            found = found | hit
+        rows.append(jnp.stack(cols, axis=-2))  # [..., wo, k, c]
+    return jnp.stack(rows, axis=-4)  # [..., ho, k, wo, k, c]
+
+
+@jax.custom_jvp
+def _window_max(x6):
+    return x6.max(axis=(-4, -2))
+
+
+@_window_max.defjvp
+def _window_max_jvp(primals, tangents):
+    (x6,), (t6,) = primals, tangents
+    y = x6.max(axis=(-4, -2))
+    mask = _first_max_mask(x6, y)
+    return y, jnp.sum(jnp.where(mask, t6, jnp.zeros((), t6.dtype)), axis=(-4, -2))
+
+
 def max_pool(x, window: int = 2):
     """Non-overlapping ``window x window`` max pooling of NHWC ``x`` (VALID: trailing rows/cols
     that do not fill a window are dropped, like ``nn.max_pool(x, (k, k), strides=(k, k))``).
 
     Written as reshape + max: its gradient is a select, not the scatter of ``reduce_window``.
+    Gradient rule: each window's whole gradient goes to ONE maximum, the first in window order
+    (row-major: top row left to right, then the next row), as ``flax.linen.max_pool`` (XLA's
+    ``select_and_scatter`` with ``>=``) and PyTorch's ``max_pool2d`` do; ties (a constant MNIST
+    background, saturated pixels) are not split evenly as plain autodiff of ``max`` would. It is
+    a ``jax.custom_jvp``, so forward mode (``jax.jvp``, ``jax.hessian``) works too.
     """
     *lead, h, w, c = x.shape
     ho, wo = h // window, w // window
@@ -416,7 +455,7 @@ def max_pool(x, window: int = 2):
         raise ValueError(f"max_pool: window {window} larger than the {h}x{w} input")
     x = x[..., : ho * window, : wo * window, :]
     x = x.reshape(*lead, ho, window, wo, window, c)
-    return x.max(axis=(-4, -2))
+    return _window_max(x)
 
 
 def global_avg_pool(x):
@@ -437,3 +476,28 @@ def batch_norm(train: bool, dtype: Any, name: str | None = None, *, fast: bool =
 def as_logits(x):
     """Logits are returned in float32 whatever the compute dtype."""
     return x.astype(jnp.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# perturbation points (layerwise adversarial training, Sankaranarayanan et al. 2018, Sec. 3.2)
+# --------------------------------------------------------------------------------------------
+PERTURBATIONS = "perturbations"
+
+
+def perturbation_point(module: nn.Module, name: str, x):
+    """``x + perturbations[name]`` when the ``"perturbations"`` collection passed to ``apply``
+    holds an entry ``name`` in ``module``'s scope; otherwise ``x`` itself (the identity: no
+    operation is added, so the plain model's numbers are unchanged bit for bit).
+
+    Like flax's ``Module.perturb``, ``jax.grad`` with respect to the passed collection is the
+    gradient at this activation from the same backward pass. Unlike it, the collection is never
+    created by ``init`` (``init_variables`` and checkpoints hold params and batch_stats only) nor
+    by an apply that did not ask for it; ``apply(..., mutable=["perturbations"])`` outside init
+    creates the zero entries (used to discover the points' names and shapes, see
+    :func:`advjax.methods.layerwise.perturbation_points`). A passed collection may hold only some
+    of the points: the others stay the identity."""
+    if module.has_variable(PERTURBATIONS, name):
+        return x + module.get_variable(PERTURBATIONS, name).astype(x.dtype)
+    if not module.is_initializing() and module.is_mutable_collection(PERTURBATIONS):
+        module.put_variable(PERTURBATIONS, name, jnp.zeros_like(x))
+    return x

@@ -6,6 +6,9 @@ BN + activation before global average pooling and the classifier. 11.17M paramet
 
 Layer names: ``conv1``; ``layer{s}/block{j}/{bn1, act1, shortcut_conv, conv1, bn2, act2, conv2}``
 (in that execution order: the shortcut conv runs before ``conv1``); ``bn``, ``act``, ``fc``.
+Perturbation points (layerwise AT, :func:`advjax.models.ops.perturbation_point`; the identity
+unless a ``"perturbations"`` collection is passed): ``layer{s}/block{j}/g_bn1``, ``.../g_bn2`` and
+``g_bn`` (after each batch norm).
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ class PreActBlock(nn.Module):
         in_width = x.shape[-1]
         project = self.stride != 1 or in_width != self.width
         out = ops.batch_norm(train, self.dtype, name="bn1", fast=self.fast_conv)(x)
+        out = ops.perturbation_point(self, "g_bn1", out)  # layerwise-AT points: identity by default
         out = Activation(self.activation, name="act1")(out)
         shortcut_conv = _conv3(self.width, self.stride, self.dtype, self.fast_conv,
                                "shortcut_conv", k=1) if project else None
@@ -54,6 +58,7 @@ class PreActBlock(nn.Module):
             sc = shortcut_conv(out)
         h = _conv3(self.width, self.stride, self.dtype, self.fast_conv, "conv1")(out)
         h = ops.batch_norm(train, self.dtype, name="bn2", fast=self.fast_conv)(h)
+        h = ops.perturbation_point(self, "g_bn2", h)
         h = Activation(self.activation, name="act2")(h)
         h = _conv3(self.width, 1, self.dtype, self.fast_conv, "conv2")(h)
         if project and not self.shortcut_first:
@@ -101,6 +106,7 @@ class PreActResNet(nn.Module):
             x = _PreActStage(n, width, 1 if s == 1 else 2, self.activation, self.dtype,
                              self.fast_conv, name=f"layer{s}")(x, train)
         x = ops.batch_norm(train, self.dtype, name="bn", fast=self.fast_conv)(x)
+        x = ops.perturbation_point(self, "g_bn", x)
         x = Activation(self.activation, name="act")(x)
         x = ops.global_avg_pool(x)
         x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)

@@ -9,6 +9,10 @@
 
 Layer names: ``conv1``, ``bn1``, ``act1`` (stem), ``layer{s}/block{j}/{conv1,bn1,act1,conv2,bn2,
 shortcut_conv,shortcut_bn,act2}``, ``fc``. Inside a block the shortcut runs after ``bn2``.
+Perturbation points (layerwise AT, :func:`advjax.models.ops.perturbation_point`; the identity
+unless a ``"perturbations"`` collection is passed): ``g_bn1`` (stem), ``layer{s}/block{j}/g_bn1``,
+``.../g_bn2`` (after each BN of the main path, before the shortcut sum) and ``.../g_sum`` (the sum,
+before ``act2``).
 """
 from __future__ import annotations
 
@@ -44,9 +48,11 @@ class BasicBlock(nn.Module):
         in_width = x.shape[-1]
         out = conv(self.width, 3, self.stride, "conv1")(x)
         out = ops.batch_norm(train, self.dtype, name="bn1", fast=self.fast_conv)(out)
+        out = ops.perturbation_point(self, "g_bn1", out)  # layerwise-AT points: identity by default
         out = Activation(self.activation, name="act1")(out)
         out = conv(self.width, 3, 1, "conv2")(out)
         out = ops.batch_norm(train, self.dtype, name="bn2", fast=self.fast_conv)(out)
+        out = ops.perturbation_point(self, "g_bn2", out)
         if self.stride != 1 or in_width != self.width:
             if self.shortcut == "conv":
                 sc = conv(self.width, 1, self.stride, "shortcut_conv")(x)
@@ -58,7 +64,7 @@ class BasicBlock(nn.Module):
                 sc = jnp.pad(sc, pads)
         else:
             sc = x
-        return Activation(self.activation, name="act2")(out + sc)
+        return Activation(self.activation, name="act2")(ops.perturbation_point(self, "g_sum", out + sc))
 
 
 class _Stage(nn.Module):
@@ -104,6 +110,7 @@ class ResNet(nn.Module):
         x = ops.Conv(self.widths[0], 3, padding=((1, 1), (1, 1)), use_bias=False,
                      kernel_init=conv_init, dtype=self.dtype, fast=self.fast_conv, name="conv1")(x)
         x = ops.batch_norm(train, self.dtype, name="bn1", fast=self.fast_conv)(x)
+        x = ops.perturbation_point(self, "g_bn1", x)
         x = Activation(self.activation, name="act1")(x)
         for s, (n, width) in enumerate(zip(self.stage_sizes, self.widths), start=1):
             x = _Stage(n, width, 1 if s == 1 else 2, self.shortcut, self.activation, self.dtype,
@@ -123,7 +130,8 @@ def cifar_resnet(depth: int, **kw) -> ResNet:
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56, 110), got {depth}")
     n = (depth - 2) // 6
-    return ResNet(stage_sizes=(n, n, n), widths=(16, 32, 64), shortcut="pad", **kw)
+    widths = tuple(kw.pop("widths", (16, 32, 64)))  # narrower variants for CPU-scale runs
+    return ResNet(stage_sizes=(n, n, n), widths=widths, shortcut="pad", **kw)
 
 
 def resnet20(**kw) -> ResNet:

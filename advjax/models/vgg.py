@@ -10,7 +10,10 @@ channels), batch norm after every conv, ELU, then a dense 512 hidden layer (with
 before the classifier.
 
 Layer names: stage ``s`` (1..5), conv ``j`` (0..) are ``block{s}/conv{j}`` (``block{s}/bn{j}``,
-``block{s}/act{j}``); hidden dense layers ``fc{i}``; the classifier ``fc``.
+``block{s}/act{j}``); hidden dense layers ``fc{i}``; the classifier ``fc``. Perturbation points
+(layerwise AT, :func:`advjax.models.ops.perturbation_point`; the identity unless a
+``"perturbations"`` collection is passed): ``block{s}/g_bn{j}`` after each batch norm
+(``block{s}/g_conv{j}`` after each conv without BN).
 """
 from __future__ import annotations
 
@@ -57,6 +60,8 @@ class _VGGStage(nn.Module):
             )(x)
             if self.batch_norm:
                 x = ops.batch_norm(train, self.dtype, name=f"bn{j}", fast=self.fast_conv)(x)
+            # layerwise-AT point (identity unless perturbations are passed; ops.perturbation_point)
+            x = ops.perturbation_point(self, f"g_bn{j}" if self.batch_norm else f"g_conv{j}", x)
             x = Activation(self.activation, name=f"act{j}")(x)
         return ops.max_pool(x, 2)
 
@@ -74,22 +79,34 @@ class VGG(nn.Module):
     std: Sequence[float] | None = ops.CIFAR10_STD
     hidden: Sequence[int] = ()
     fast_conv: bool = True
+    width_factor: float = 1.0  # conv channel counts scaled by this (narrow CPU-scale variants)
+    # dropout before each dense layer in training mode (0: none); needs a "dropout" PRNG key in
+    # apply(train=True) (advjax.methods.layerwise passes one; the other methods do not)
+    dropout: float = 0.0
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         ops.check_input(x, self.input_shape, name=type(self).__name__)
+        if not self.width_factor > 0:
+            raise ValueError(f"VGG width_factor must be > 0, got {self.width_factor}")
         get_activation(self.activation)
         key = f"vgg{self.depth}"
         if key not in VGG_CONFIGS:
             raise ValueError(f"VGG depth must be one of 11, 13, 16, 19; got {self.depth}")
         x = ops.Normalize(self.mean, self.std, self.dtype)(x)
         for s, widths in enumerate(VGG_CONFIGS[key], start=1):
+            if self.width_factor != 1.0:
+                widths = tuple(max(1, int(round(w * self.width_factor))) for w in widths)
             x = _VGGStage(widths, self.batch_norm, self.activation, self.dtype, self.fast_conv,
                           name=f"block{s}")(x, train)
         x = x.reshape(x.shape[:-3] + (-1,))
         for i, width in enumerate(self.hidden):
+            if self.dropout:
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
             x = nn.Dense(width, dtype=self.dtype, name=f"fc{i}")(x)
             x = Activation(self.activation, name=f"fc{i}_act")(x)
+        if self.dropout:
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
         x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
         return ops.as_logits(x)
 

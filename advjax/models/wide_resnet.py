@@ -7,6 +7,8 @@ the adversarial-training papers run it with drop rate 0.)
 
 Layer names: ``conv1``; ``layer{s}/block{j}/{bn1, act1, conv1, bn2, act2, conv2, shortcut_conv}``
 (the shortcut conv runs after ``conv2`` as in the TRADES code); ``bn``, ``act``, ``fc``.
+Perturbation points (layerwise AT; identity unless passed): ``layer{s}/block{j}/g_bn1``,
+``.../g_bn2`` and ``g_bn``, as in :mod:`advjax.models.preact_resnet`.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class WideResNet(nn.Module):
             x = _PreActStage(n, width, stride, self.activation, self.dtype, self.fast_conv,
                              shortcut_first=False, name=f"layer{s}")(x, train)
         x = ops.batch_norm(train, self.dtype, name="bn", fast=self.fast_conv)(x)
+        x = ops.perturbation_point(self, "g_bn", x)  # layerwise-AT point: identity by default
         x = Activation(self.activation, name="act")(x)
         x = ops.global_avg_pool(x)
         x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)

@@ -11,6 +11,10 @@ while saving leaves no half-written ``step_*``. On restore the newest checkpoint
 parses and whose files hash to the recorded digests is used; a truncated or corrupt one is reported
 with a ``CheckpointCorruptionWarning`` and the previous good one is tried. A checkpoint whose leaves
 do not match the target state (shapes, dtypes, tree paths) is a different configuration: ValueError.
+
+Every path is made absolute on entry (orbax needs absolute paths), so relative run directories work
+from any working directory. ``load_for_eval(..., with_info=True)`` also says which checkpoint it read
+and what it used instead of the one asked for, if anything.
 """
 from __future__ import annotations
 
@@ -64,13 +68,19 @@ def _hash_files(root: pathlib.Path) -> dict[str, str]:
     return out
 
 
+def _abs(path) -> pathlib.Path:
+    """``path`` as an absolute, normalized path (orbax refuses relative ones; resolving once here
+    means a relative run directory works from any working directory)."""
+    return pathlib.Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
 def _step_dir_name(step: int) -> str:
     return f"step_{int(step):09d}"
 
 
 def list_checkpoints(directory) -> list[pathlib.Path]:
     """Complete (renamed-into-place) checkpoint dirs under ``directory``, newest step first."""
-    d = pathlib.Path(directory)
+    d = _abs(directory)
     if not d.is_dir():
         return []
     found = [p for p in d.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()]
@@ -85,7 +95,7 @@ def save_checkpoint(directory, state, meta: Optional[dict] = None, *, keep: int 
     """
     import orbax.checkpoint as ocp
 
-    d = pathlib.Path(directory)
+    d = _abs(directory)
     d.mkdir(parents=True, exist_ok=True)
     paths, leaves, _ = _paths_and_leaves(state)
     host = [np.asarray(x) for x in jax.device_get(leaves)]
@@ -95,18 +105,22 @@ def save_checkpoint(directory, state, meta: Optional[dict] = None, *, keep: int 
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    ocp.PyTreeCheckpointer().save(tmp / "state", {f"leaf_{i:05d}": a for i, a in enumerate(host)})
-    manifest = {
-        "format": FORMAT,
-        "step": step,
-        "meta": meta or {},
-        "leaves": [{"path": p, "shape": list(a.shape), "dtype": str(a.dtype)} for p, a in zip(paths, host)],
-        "files": _hash_files(tmp / "state"),
-    }
-    with open(tmp / "manifest.json", "w") as f:
-        json.dump(manifest, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        ocp.PyTreeCheckpointer().save(tmp / "state", {f"leaf_{i:05d}": a for i, a in enumerate(host)})
+        manifest = {
+            "format": FORMAT,
+            "step": step,
+            "meta": meta or {},
+            "leaves": [{"path": p, "shape": list(a.shape), "dtype": str(a.dtype)} for p, a in zip(paths, host)],
+            "files": _hash_files(tmp / "state"),
+        }
+        with open(tmp / "manifest.json", "w") as f:
+            json.dump(manifest, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a failed save leaves nothing behind (a kill -9 leaves a .tmp_, removed next time)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     final = d / name
     if final.exists():
         old = d / f".old_{name}_{os.getpid()}"
@@ -126,7 +140,7 @@ def save_checkpoint(directory, state, meta: Optional[dict] = None, *, keep: int 
 def verify_checkpoint(path) -> dict:
     """Return the manifest of a checkpoint dir after checking every file's sha256; CheckpointError
     (saying what is wrong) if the manifest is missing/unreadable or a file is missing/changed."""
-    p = pathlib.Path(path)
+    p = _abs(path)
     mf = p / "manifest.json"
     if not mf.is_file():
         raise CheckpointError(f"{p}: manifest.json is missing (incomplete checkpoint)")
@@ -151,6 +165,7 @@ def verify_checkpoint(path) -> dict:
 def _read_arrays(path: pathlib.Path, manifest: dict) -> list[np.ndarray]:
     import orbax.checkpoint as ocp
 
+    path = _abs(path)
     try:
         restored = ocp.PyTreeCheckpointer().restore(path / "state")
     except Exception as e:  # orbax/tensorstore errors on damaged files
@@ -213,35 +228,59 @@ def _find_run_dir(path: pathlib.Path) -> pathlib.Path:
     raise FileNotFoundError(f"no config.json found at or above {path}: not an advjax run directory")
 
 
-def load_for_eval(path, which: str = "best"):
+def load_for_eval(path, which: str = "best", *, with_info: bool = False):
     """``(model, variables, config)`` from a run directory or one of its checkpoint directories.
 
-    ``path``: the run dir (uses ``checkpoints/<which>``, falling back to ``last`` if there is no
-    ``best``), a ``checkpoints/best|last`` dir, or a ``step_*`` dir. ``variables`` is the flax dict
-    ``{"params": ..., "batch_stats": ...}`` (batch_stats only if the model has any) as numpy arrays;
-    ``config`` the run's ``TrainConfig``. Corrupt checkpoints are skipped with a warning.
+    ``path``: the run dir (uses ``checkpoints/<which>``; for ``which="best"`` it falls back to
+    ``last`` when ``best`` holds no intact checkpoint), a ``checkpoints/best|last`` dir, or a
+    ``step_*`` dir. ``variables`` is the flax dict ``{"params": ..., "batch_stats": ...}``
+    (batch_stats only if the model has any) as numpy arrays; ``config`` the run's ``TrainConfig``.
+    Corrupt checkpoints are skipped with a ``CheckpointCorruptionWarning``.
+
+    ``with_info=True`` returns ``(model, variables, config, info)``; ``info`` says which checkpoint
+    was read: ``{"path", "step", "kind" ("best" | "last" | "step"), "requested", "skipped": [reasons],
+    "substituted": None or a sentence saying what was used instead of what was asked for}``.
     """
     from advjax.train.config import TrainConfig
 
-    path = pathlib.Path(path)
+    if which not in ("best", "last"):
+        raise ValueError(f"load_for_eval: which must be 'best' or 'last', got {which!r}")
+    requested = pathlib.Path(path)
+    path = _abs(path)
     if not path.exists():
-        raise FileNotFoundError(f"load_for_eval: {path} does not exist")
+        raise FileNotFoundError(f"load_for_eval: {requested} does not exist"
+                                + (f" (resolved to {path})" if str(requested) != str(path) else ""))
     run_dir = _find_run_dir(path)
     config = TrainConfig.from_file(run_dir / "config.json")
     if path.name.startswith("step_"):
-        candidates = [(path, verify_checkpoint(path))]
+        dirs, kind_asked = [], "step"
+        candidates = [("step", path)]
     else:
-        dirs = [path] if path.name in ("best", "last") else [run_dir / "checkpoints" / which, run_dir / "checkpoints" / "last"]
-        candidates = []
-        for d in dirs:
-            found = latest_valid_checkpoint(d)
-            if found is not None:
-                candidates = [found]
-                break
-    if not candidates:
-        raise FileNotFoundError(f"load_for_eval: no valid checkpoint under {path}")
-    ckpt, manifest = candidates[0]
-    arrays = _read_arrays(ckpt, manifest)
+        if path.name in ("best", "last"):
+            kind_asked, dirs = path.name, [path]
+        else:
+            kind_asked = which
+            dirs = [run_dir / "checkpoints" / k for k in ((which, "last") if which == "best" else (which,))]
+        candidates = [(d.name, p) for d in dirs for p in list_checkpoints(d)]
+    skipped: list[str] = []
+    chosen = None
+    for kind, ckpt in candidates:
+        try:
+            manifest = verify_checkpoint(ckpt)
+            arrays = _read_arrays(ckpt, manifest)
+        except CheckpointError as e:
+            if kind == "step":  # an explicit step_* directory: no substitution
+                raise
+            skipped.append(str(e))
+            warnings.warn(f"{e}; falling back to the previous checkpoint", CheckpointCorruptionWarning, stacklevel=2)
+            continue
+        chosen = (kind, ckpt, manifest, arrays)
+        break
+    if chosen is None:
+        where = ", ".join(str(d) for d in dirs) or str(path)
+        why = f" ({len(skipped)} corrupt: {skipped[0]})" if skipped else " (none found)"
+        raise FileNotFoundError(f"load_for_eval: no intact checkpoint under {where}{why}")
+    kind, ckpt, manifest, arrays = chosen
     variables: dict = {}
     for leaf, a in zip(manifest["leaves"], arrays):
         parts = leaf["path"].split("/")
@@ -254,4 +293,16 @@ def load_for_eval(path, which: str = "best"):
     if "params" not in variables:
         raise CheckpointError(f"{ckpt}: no params in checkpoint")
     model = config.build_model()
-    return model, variables, config
+    if not with_info:
+        return model, variables, config
+    substituted = None
+    if kind != kind_asked and kind_asked != "step":
+        reason = (f"{len(skipped)} checkpoint(s) under {kind_asked}/ corrupt" if skipped
+                  else f"no {kind_asked}/ checkpoint")
+        substituted = f"{reason}: evaluated {kind}/{ckpt.name} (step {manifest['step']}) instead"
+    elif skipped:
+        substituted = (f"{len(skipped)} newer checkpoint(s) under {kind}/ corrupt: evaluated the older "
+                       f"{ckpt.name} (step {manifest['step']})")
+    info = {"path": str(ckpt), "step": int(manifest["step"]), "kind": kind, "requested": str(requested),
+            "skipped": skipped, "substituted": substituted}
+    return model, variables, config, info

@@ -31,6 +31,16 @@ def _number(s: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number or a fraction like 8/255, got {s!r}") from None
 
 
+def _activation(s: str) -> str:
+    """An activation spec (``advjax.models.activations.parse_activation``), checked at parse time."""
+    from advjax.models.activations import parse_activation
+
+    try:
+        return str(parse_activation(s))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _kv(s: str):
     if "=" not in s:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {s!r}")
@@ -51,8 +61,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     p.add_argument("--model", help="model name from advjax.models.list_models(), e.g. model_b, resnet18, wrn34_10")
     p.add_argument("--model-arg", action="append", type=_kv, default=[], metavar="KEY=VALUE",
                    help="model setting, e.g. activation=\"elu\" (repeatable)")
+    p.add_argument("--activation", type=_activation,
+                   help="the model's activation: a name or name(a), e.g. relu, silu, gelu, parametric_softplus, "
+                        "softplus(10), elu(1.4), celu(1.4), smooth_relu (learnable a, initial 400); "
+                        "same as --model-arg activation=... (see advjax.models.activations)")
     p.add_argument("--dataset", help="dataset name: moons, digits, mnist, fashion_mnist, cifar10, cifar100, svhn_cropped, tiny_imagenet")
-    p.add_argument("--data-dir", help="directory holding the dataset files (searched first; see advjax.data.load)")
+    p.add_argument("--data-dir", help="directory holding the dataset files (only it is searched when given; see "
+                   "advjax.data.load)")
+    p.add_argument("--shuffle-seed", type=int, help="permute the dataset's split with this seed before slicing "
+                   "--train-split / --test-split (default: slices of a source stored in a non-random order, "
+                   "e.g. sorted by class, are taken after a deterministic stratified shuffle)")
     p.add_argument("--train-split", help="e.g. train, test[:8000]")
     p.add_argument("--test-split", help="held-out split for the per-epoch clean/PGD-10 monitor, e.g. test[8000:]")
     p.add_argument("--method", help="standard, at_fgsm, pgd_at, trades, mart, awp, fast, fgsm_ga, fgsm_ckpt, free_at, apgd_at, ...")
@@ -75,13 +93,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     p.add_argument("--eval-eps", type=_number, help="eps of the per-epoch PGD monitor (default: the training eps)")
     p.add_argument("--ckpt-every", type=int, help="also checkpoint every N steps inside an epoch (for exact resume after a kill)")
     p.add_argument("--devices", type=int, help="use the first N devices for data parallelism (default: all)")
-    p.add_argument("--run-dir", help="run directory for metrics, checkpoints and plots; rerunning with it resumes")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    p.add_argument("--run-dir", help="run directory for metrics, checkpoints and plots (relative: to the current "
+                   "directory; default runs/default); rerunning with it resumes")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no live progress bar (for logs); the one-line summary of each epoch is still printed")
     p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() first")
     return p
 
 
-_TOP = ("model", "dataset", "data_dir", "train_split", "test_split", "method", "eps", "epochs", "batch_size",
+_TOP = ("model", "dataset", "data_dir", "shuffle_seed", "train_split", "test_split", "method", "eps", "epochs",
+        "batch_size",
         "augment", "seed", "eval_size", "eval_steps", "eval_eps", "ckpt_every", "devices", "run_dir")
 _OPT = {"optimizer": "name", "lr": "lr", "momentum": "momentum", "weight_decay": "weight_decay",
         "clip_norm": "clip_norm", "schedule": "schedule"}
@@ -92,11 +113,20 @@ def config_from_args(args) -> TrainConfig:
     top = {k: getattr(args, k) for k in _TOP if getattr(args, k, None) is not None}
     opt = {v: getattr(args, k) for k, v in _OPT.items() if getattr(args, k, None) is not None}
     if getattr(args, "milestones", None):
-        opt["milestones"] = tuple(float(m) for m in args.milestones.split(","))
+        try:
+            opt["milestones"] = tuple(float(m) for m in args.milestones.split(",") if m.strip())
+        except ValueError:
+            raise ValueError(f"--milestones must be comma-separated epochs, e.g. 100,105; got {args.milestones!r}") from None
+        schedule = opt.get("schedule", cfg.optimizer.schedule)
+        if schedule != "piecewise":
+            raise ValueError(f"--milestones is only used by the piecewise schedule, but the schedule is {schedule!r} "
+                             "(add --schedule piecewise)")
     if args.method_arg:
         top["method_kwargs"] = {**cfg.method_kwargs, **dict(args.method_arg)}
     if args.model_arg:
         top["model_kwargs"] = {**cfg.model_kwargs, **dict(args.model_arg)}
+    if getattr(args, "activation", None):
+        top["model_kwargs"] = {**top.get("model_kwargs", cfg.model_kwargs), "activation": args.activation}
     if opt:
         top["optimizer"] = dataclasses.replace(cfg.optimizer, **opt)
     return cfg.replace(**top)

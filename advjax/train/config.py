@@ -23,7 +23,8 @@ class TrainConfig:
     model: str = "model_b"
     model_kwargs: dict = dataclasses.field(default_factory=dict)
     dataset: str = "mnist"
-    data_dir: Optional[str] = None
+    data_dir: Optional[str] = None  # named: only this directory is searched (advjax.data.load)
+    shuffle_seed: Optional[int] = None  # None: slices of class-sorted sources are stratified; int: permute first
     train_split: str = "train"
     test_split: str = "test"
     num_classes: Optional[int] = None  # None: from the dataset
@@ -47,7 +48,7 @@ class TrainConfig:
     ckpt_every: int = 0  # also checkpoint every N steps (0: only at epoch ends)
     keep: int = 2  # last checkpoints kept
     devices: Optional[int] = None  # None: all
-    run_dir: str = "runs/default"
+    run_dir: Optional[str] = "runs/default"  # relative: to the current directory; None: in memory (no files)
 
     # -- parsing -------------------------------------------------------------------------------
     @classmethod
@@ -124,15 +125,27 @@ class TrainConfig:
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (bounded and v > 1):
                 raise ValueError(f"{name}={v!r} is out of range: pixels live in [0, 1], so eps must be in [0, 1] "
                                  f"(e.g. 8/255 = {8 / 255:.4f}, not 8)")
+        if self.shuffle_seed is not None:
+            pos_int("shuffle_seed", self.shuffle_seed, zero=True)
         if self.eval_alpha is not None and not self.eval_alpha > 0:
             raise ValueError(f"eval_alpha={self.eval_alpha!r} must be > 0")
         self.optimizer.validate()
+        if self.optimizer.schedule == "piecewise" and not self.optimizer.milestones:
+            raise ValueError("the piecewise lr schedule needs milestones (the epochs at which the lr is multiplied "
+                             "by decay, e.g. --milestones 100,105): without them it would be a constant schedule")
         self.build_method()  # unknown method names / settings
 
-    def build_method(self):
+    def build_method(self, dataset=None):
+        """The method, its domain taken from ``dataset`` (an ``advjax.data.Dataset``; default: the
+        config's dataset name, when advjax knows it; False: left "auto") unless ``method_kwargs``
+        sets one, which must then agree with it."""
         from advjax.methods.base import get_method
 
         kw = dict(self.method_kwargs)
+        if "domain" in kw and isinstance(kw["domain"], list):
+            kw["domain"] = tuple(kw["domain"])
+        if dataset is not False:
+            kw["dataset"] = self.dataset if dataset is None else dataset
         if self.eps is not None and "eps" not in kw:
             try:
                 return get_method(self.method, eps=self.eps, **kw)

@@ -16,12 +16,18 @@ Run directory::
 
 Exact resume: checkpoints hold the TrainState, the data position (epoch, batch) and the running
 epoch sums; re-running the same command continues from the newest good checkpoint and ends with
-bit-identical parameters to an uninterrupted run on the same machine.
+bit-identical parameters to an uninterrupted run on the same machine. If no ``last/`` checkpoint
+is intact the run resumes from ``best/`` (saying so); if no checkpoint at all is intact it stops
+with an error rather than starting again from step 0 over the old metrics.
+
+In memory: ``fit(config, train_data=..., run_dir=None, monitor=False)`` (or ``run_dir=None`` in
+the config) writes and reads no files and returns the trained state and the per-epoch history.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import sys
 import time
@@ -33,7 +39,7 @@ import numpy as np
 
 from advjax.train import checkpoint as ckpt
 from advjax.train.config import TrainConfig, config_diff
-from advjax.train.mesh import batch_sharding, check_batch_size, make_mesh, replicated
+from advjax.train.mesh import batch_sharding, check_batch_size, make_mesh, replicated, state_sharding
 from advjax.train.optim import make_optimizer
 from advjax.train.state import TrainState, create_train_state
 
@@ -42,10 +48,16 @@ __all__ = ["fit", "FitResult", "evaluate", "plot_curves", "prepare_run_dir"]
 
 @dataclasses.dataclass
 class FitResult:
+    """``state``: the trained TrainState; ``history``: one record per epoch (what metrics.jsonl
+    holds); ``run_dir``: the absolute run directory, or None for an in-memory run; ``best``: epoch
+    and test accuracies of the best epoch by test PGD accuracy (None without the monitor)."""
     state: TrainState
     history: list
-    run_dir: pathlib.Path
+    run_dir: Optional[pathlib.Path]
     best: Optional[dict]
+
+
+_FROM_CONFIG = object()  # fit(run_dir=...) default: config.run_dir
 
 
 def _xy(data):
@@ -67,9 +79,15 @@ def _epoch_order(n, seed, epoch):
         return np.random.default_rng(np.random.SeedSequence([seed, epoch])).permutation(n)
 
 
+def _absolute(path) -> pathlib.Path:
+    return pathlib.Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
 def prepare_run_dir(config: TrainConfig) -> pathlib.Path:
-    """Create the run dir and write config.json, or check an existing one equals ``config``."""
-    run_dir = pathlib.Path(config.run_dir)
+    """Create the run dir and write config.json, or check an existing one equals ``config``.
+    Returns the run directory as an absolute path (a relative one is taken from the current
+    working directory, once)."""
+    run_dir = _absolute(config.run_dir)
     cfg_path = run_dir / "config.json"
     if cfg_path.is_file():
         try:
@@ -96,7 +114,9 @@ def _pgd_attack(eps, steps, alpha, domain=(0.0, 1.0)):
 def make_eval_fn(model, mesh, eps, steps, alpha, domain=(0.0, 1.0)):
     """Jitted ``(variables, x, y, mask, key) -> (clean correct count, PGD correct count)``."""
     attack = _pgd_attack(eps, steps, alpha, domain)
-    apply_fn = lambda v, x: model.apply(v, x, train=False)
+    from advjax.losses.ce import two_logits_fn  # one-logit binary models read as [0, z]
+
+    apply_fn = two_logits_fn(lambda v, x: model.apply(v, x, train=False))
 
     def fn(variables, x, y, mask, key):
         clean = jnp.argmax(apply_fn(variables, x), -1) == y
@@ -143,8 +163,12 @@ def plot_curves(history: list, path) -> None:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     a1.plot(ep, [h["train_loss"] for h in history], marker="o")
     a1.set(xlabel="epoch", ylabel="training loss", title="loss")
-    for k, st in (("train_clean_acc", "C0--"), ("train_pgd_acc", "C1--"), ("test_clean_acc", "C0-"), ("test_pgd_acc", "C1-")):
-        a2.plot(ep, [h[k] for h in history], st, marker="o", label=k)
+    for k, st in (("train_clean_acc", "C0--"), ("train_pgd_acc", "C1--"), ("test_clean_acc", "C0-"), ("test_pgd_acc", "C1-"),
+                  ("train_acc", "C2:")):
+        if all(k in h for h in history):  # train_acc (the method's own) only without the monitor
+            if k == "train_acc" and "test_clean_acc" in history[0]:
+                continue
+            a2.plot(ep, [h[k] for h in history], st, marker="o", label=k)
     a2.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1), title="clean / PGD accuracy")
     a2.legend()
     fig.tight_layout()
@@ -154,7 +178,8 @@ def plot_curves(history: list, path) -> None:
 
 def _load_data(config: TrainConfig, split: str):
     from advjax.data import load
-    return load(config.dataset, split, data_dir=config.data_dir)
+    kw = {} if getattr(config, "shuffle_seed", None) is None else {"shuffle_seed": config.shuffle_seed}
+    return load(config.dataset, split, data_dir=config.data_dir, **kw)
 
 
 def _resolve(config: TrainConfig, train_data) -> TrainConfig:
@@ -169,17 +194,53 @@ def _resolve(config: TrainConfig, train_data) -> TrainConfig:
     return config.replace(**changes) if changes else config
 
 
+def _restore_for_resume(run_dir: pathlib.Path, state):
+    """The checkpoint to resume from: the newest intact ``last/``; if ``last/`` holds none, the
+    intact ``best/`` (also a complete epoch-end state, so the resumed run is still exact). None for
+    a fresh run; CheckpointError when checkpoints exist but none of them is intact (a restart from
+    step 0 would silently throw the run away)."""
+    last, best = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
+    restored = ckpt.restore_checkpoint(last, state)
+    if restored is not None:
+        return restored
+    n_last = len(ckpt.list_checkpoints(last))
+    restored = ckpt.restore_checkpoint(best, state)
+    if restored is not None:
+        why = f"all {n_last} checkpoint(s) under {last} are corrupt" if n_last else f"{last} holds no checkpoint"
+        print(f"[advjax] {why}: resuming from the best checkpoint {restored[2]} instead (epoch "
+              f"{restored[1]['epoch']}); later epochs are trained again", file=sys.stderr)
+        return restored
+    n_best = len(ckpt.list_checkpoints(best))
+    if n_last or n_best:
+        raise ckpt.CheckpointError(
+            f"run directory {run_dir}: every checkpoint is corrupt ({n_last} under checkpoints/last, {n_best} "
+            f"under checkpoints/best), so there is nothing to resume from; nothing was changed. To start "
+            f"this run again from scratch, move or delete {run_dir} (or use another run directory)")
+    return None
+
+
 def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, method=None,
-        progress: bool = True, log_every: int = 10) -> FitResult:
+        progress: bool = True, log_every: int = 10, run_dir=_FROM_CONFIG, monitor: bool = True,
+        log: bool = True) -> FitResult:
     """Train ``config.method`` on ``config.model`` x ``config.dataset`` into ``config.run_dir``.
 
     ``train_data`` / ``test_data``: an ``advjax.data.Dataset`` or an ``(x, y)`` pair (uint8 images
     are scaled to [0, 1]); loaded with ``advjax.data.load`` from the config when None. ``model`` /
     ``method`` override the config's (the config still names the run). Resumes from the run dir's
     newest good checkpoint. Every check of the settings happens before anything is compiled.
+
+    ``run_dir``: overrides ``config.run_dir``; ``None`` (here or in the config) trains in memory:
+    no files are read or written, nothing is resumed, and the result's ``state`` and ``history``
+    are all there is. ``monitor=False`` skips the per-epoch clean/PGD evaluation (then
+    ``test_data`` is not needed and ``best`` is None). ``progress``: the live tqdm bar;
+    ``log``: the one summary line per epoch (stdout), independent of the bar.
     """
     if not isinstance(config, TrainConfig):
         raise ValueError(f"fit: config must be a TrainConfig, got {type(config).__name__}")
+    if run_dir is not _FROM_CONFIG:
+        config = config.replace(run_dir=None if run_dir is None else str(run_dir))
+    if config.run_dir is not None:  # resolved once, here: relative to the current directory
+        config = config.replace(run_dir=str(_absolute(config.run_dir)))
     config.validate()
     mesh = make_mesh(config.devices)
     check_batch_size(config.batch_size, mesh)
@@ -187,20 +248,29 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
     check_batch_size(eval_bs, mesh)
     if train_data is None:
         train_data = _load_data(config, config.train_split)
-    if test_data is None:
+    if test_data is None and monitor:
         test_data = _load_data(config, config.test_split)
     config = _resolve(config, train_data)
     x_tr, y_tr = _xy(train_data)
-    x_te, y_te = _xy(test_data)
+    x_te, y_te = _xy(test_data) if test_data is not None else (x_tr[:0], y_tr[:0])
     n = len(x_tr)
     spe = n // config.batch_size
     if spe < 1:
         raise ValueError(f"the training set has {n} examples, fewer than one batch of {config.batch_size}")
     if method is None:
-        method = config.build_method()
+        method = config.build_method(dataset=train_data if hasattr(train_data, "domain") else False)
+    from advjax.data.dataset import warn_missing_classes
+    from advjax.methods.base import for_data
+    method = for_data(method, train_data, x_tr)  # the dataset's domain; a disagreement is an error
+    warn_missing_classes(y_tr, config.num_classes, f"the training split ({config.train_split})")
+    if test_data is not None:
+        warn_missing_classes(y_te, config.num_classes, f"the test split ({config.test_split})")
+        warn_missing_classes(y_te[: config.eval_size], config.num_classes,
+                             f"the monitor's test subset (first {config.eval_size} of {config.test_split})")
     if model is None:
         model = config.build_model()
-    run_dir = prepare_run_dir(config)
+    in_memory = config.run_dir is None
+    run_dir = None if in_memory else prepare_run_dir(config)
 
     ups = int(getattr(method, "updates_per_step", 1))
     tx, schedule = make_optimizer(config.optimizer, config.epochs * spe * ups, spe * ups)
@@ -211,18 +281,21 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
 
     # -- resume ---------------------------------------------------------------------------------
     meta: dict[str, Any] = {"epoch": 0, "batch": 0, "history": [], "best": None, "sums": None}
-    restored = ckpt.restore_checkpoint(run_dir / "checkpoints" / "last", state)
+    restored = None if in_memory else _restore_for_resume(run_dir, state)
     if restored is not None:
         state, meta, path = restored
         print(f"[advjax] resuming from {path} (epoch {meta['epoch']}, batch {meta['batch']})", file=sys.stderr)
     history = list(meta["history"])
     best = meta["best"]
-    with open(run_dir / "metrics.jsonl", "w") as f:  # exactly the records of completed epochs
-        for rec in history:
-            f.write(json.dumps(rec) + "\n")
+    if not in_memory:
+        with open(run_dir / "metrics.jsonl", "w") as f:  # exactly the records of completed epochs
+            for rec in history:
+                f.write(json.dumps(rec) + "\n")
 
     repl, data_sh = replicated(mesh), batch_sharding(mesh)
-    state = jax.device_put(state, repl)
+    # replicated, except method state with a batch axis (e.g. layerwise AT's gradient cache)
+    state_sh = state_sharding(state, mesh, getattr(method, "batch_sharded_extra", ()))
+    state = jax.device_put(state, state_sh)
 
     augment = None
     if config.augment:
@@ -243,7 +316,7 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
     # one compile: metric names fixed by an abstract evaluation (no FLOPs)
     _, _, m_shape = jax.eval_shape(train_step, state, {}, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), example))
     zero_sums = {k: np.zeros((), np.float32) for k in m_shape}
-    step_fn = jax.jit(train_step, in_shardings=(repl, repl, data_sh), out_shardings=(repl, repl, repl),
+    step_fn = jax.jit(train_step, in_shardings=(state_sh, repl, data_sh), out_shardings=(state_sh, repl, repl),
                       donate_argnums=(0, 1))
     eval_eps = config.resolved_eval_eps(method)
     eval_alpha = config.eval_alpha if config.eval_alpha is not None else eval_eps / 4
@@ -251,7 +324,7 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
     if domain == "auto":  # (x, y) arrays: images if uint8 or already in [0, 1]
         domain = (0.0, 1.0) if x_tr.dtype == np.uint8 or (x_tr.min() >= 0 and x_tr.max() <= 1) else None
     eval_fn = make_eval_fn(model, mesh, eval_eps, config.eval_steps, eval_alpha,
-                           None if domain is None else tuple(float(v) for v in domain))
+                           None if domain is None else tuple(float(v) for v in domain)) if monitor else None
     hold = _epoch_order(n, config.seed, 2**31 - 1)[: config.eval_size]  # fixed monitoring subset of train
     x_hold, y_hold = x_tr[hold], y_tr[hold]
     x_test, y_test = x_te[: config.eval_size], y_te[: config.eval_size]
@@ -264,8 +337,16 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
                    initial=(meta["epoch"] * spe + meta["batch"]) * config.batch_size, file=sys.stderr)
 
     def save_last(epoch, batch, sums_host):
+        if in_memory:
+            return
         m = {"epoch": epoch, "batch": batch, "history": history, "best": best, "sums": sums_host}
         ckpt.save_checkpoint(run_dir / "checkpoints" / "last", state, m, keep=config.keep)
+
+    def log_line(line):  # the per-epoch log: kept with or without the live bar
+        if bar is not None:
+            bar.write(line, file=sys.stdout)
+        else:
+            print(line, flush=True)
 
     compiled = False
     try:
@@ -295,30 +376,39 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
             sums_host = {k: float(v) for k, v in jax.device_get(sums).items()}
             train_time = time.perf_counter() - t0
             done = spe - timed_from
-            variables = state.variables()
-            tr_clean, tr_adv = evaluate(eval_fn, variables, x_hold, y_hold, eval_bs, jax.random.fold_in(eval_key, 2 * epoch), mesh)
-            te_clean, te_adv = evaluate(eval_fn, variables, x_test, y_test, eval_bs, jax.random.fold_in(eval_key, 2 * epoch + 1), mesh)
             rec = {"epoch": epoch + 1, "step": int(state.step),
                    "lr": float(schedule(max(int(state.step) - 1, 0))),
                    "train_loss": sums_host["loss"] / spe,
-                   **{f"train_{k}": v / spe for k, v in sums_host.items() if k != "loss"},
-                   "train_clean_acc": tr_clean, "train_pgd_acc": tr_adv,
-                   "test_clean_acc": te_clean, "test_pgd_acc": te_adv,
-                   "eval_eps": eval_eps, "eval_steps": config.eval_steps,
-                   "images_per_s": done * config.batch_size / train_time if done and train_time > 0 else float("nan")}
+                   **{f"train_{k}": v / spe for k, v in sums_host.items() if k != "loss"}}
+            if monitor:
+                variables = state.variables()
+                tr_clean, tr_adv = evaluate(eval_fn, variables, x_hold, y_hold, eval_bs, jax.random.fold_in(eval_key, 2 * epoch), mesh)
+                te_clean, te_adv = evaluate(eval_fn, variables, x_test, y_test, eval_bs, jax.random.fold_in(eval_key, 2 * epoch + 1), mesh)
+                rec.update({"train_clean_acc": tr_clean, "train_pgd_acc": tr_adv,
+                            "test_clean_acc": te_clean, "test_pgd_acc": te_adv,
+                            "eval_eps": eval_eps, "eval_steps": config.eval_steps})
+            rec["images_per_s"] = done * config.batch_size / train_time if done and train_time > 0 else float("nan")
             history.append(rec)
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
-            if best is None or te_adv > best["test_pgd_acc"]:
+            if not in_memory:
+                with open(run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            if monitor and (best is None or te_adv > best["test_pgd_acc"]):
                 best = {"epoch": epoch + 1, "test_pgd_acc": te_adv, "test_clean_acc": te_clean}
-                ckpt.save_checkpoint(run_dir / "checkpoints" / "best", state, {"epoch": epoch + 1, "batch": 0, "best": best,
-                                                                              "history": history, "sums": None}, keep=1)
+                if not in_memory:
+                    ckpt.save_checkpoint(run_dir / "checkpoints" / "best", state, {"epoch": epoch + 1, "batch": 0, "best": best,
+                                                                                  "history": history, "sums": None}, keep=1)
             save_last(epoch + 1, 0, None)
-            if bar is not None:
-                bar.write(f"epoch {epoch + 1}/{config.epochs}: loss {rec['train_loss']:.4f} | train clean {tr_clean:.3f} "
-                          f"pgd {tr_adv:.3f} | test clean {te_clean:.3f} pgd {te_adv:.3f} | {rec['images_per_s']:.0f} img/s")
+            if log:
+                line = f"epoch {epoch + 1}/{config.epochs}: loss {rec['train_loss']:.4f}"
+                if monitor:
+                    line += (f" | train clean {tr_clean:.3f} pgd {tr_adv:.3f} | test clean {te_clean:.3f} "
+                             f"pgd {te_adv:.3f}")
+                elif "train_acc" in rec:
+                    line += f" | train acc {rec['train_acc']:.3f}"
+                log_line(line + f" | {rec['images_per_s']:.0f} img/s")
     finally:
         if bar is not None:
             bar.close()
-    plot_curves(history, run_dir / "curves.png")
+    if not in_memory and (len(history) > len(meta["history"]) or not (run_dir / "curves.png").exists()):
+        plot_curves(history, run_dir / "curves.png")  # (not redrawn by a rerun that had nothing to train)
     return FitResult(state=state, history=history, run_dir=run_dir, best=best)

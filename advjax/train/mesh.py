@@ -22,7 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 __all__ = ["DATA_AXIS", "make_mesh", "batch_sharding", "replicated", "shard_batch", "replicate",
-           "check_batch_size", "initialize_distributed"]
+           "check_batch_size", "initialize_distributed", "state_sharding"]
 
 DATA_AXIS = "data"
 
@@ -56,6 +56,26 @@ def check_batch_size(batch_size: int, mesh_or_count) -> None:
     if batch_size % n:
         raise ValueError(f"batch size {batch_size} is not divisible by the number of devices ({n}); "
                          f"use a multiple of {n}, e.g. {max(n, batch_size // n * n)}")
+
+
+def state_sharding(state, mesh: Mesh, batch_sharded_extra: Sequence[str] = ()):
+    """Shardings for a TrainState (same tree): replicated, except ``state.extra[k]`` for ``k`` in
+    ``batch_sharded_extra``, whose leaves have the batch as leading axis (layerwise AT's cache of
+    the previous batch's gradients) and are sharded on ``"data"`` like the batch.
+
+    Methods name those keys in a ``batch_sharded_extra`` attribute; the loop passes it here."""
+    repl = replicated(mesh)
+    sh = jax.tree.map(lambda _: repl, state)
+    keys = tuple(batch_sharded_extra or ())
+    if not keys or not hasattr(state, "extra"):
+        return sh
+    extra = dict(sh.extra)
+    for k in keys:
+        if k in state.extra:
+            for leaf in jax.tree.leaves(state.extra[k]):
+                check_batch_size(leaf.shape[0], mesh)
+            extra[k] = jax.tree.map(lambda _: batch_sharding(mesh), state.extra[k])
+    return sh.replace(extra=extra)
 
 
 def shard_batch(batch, mesh: Mesh):

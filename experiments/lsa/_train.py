@@ -25,8 +25,9 @@ import optax
 from advjax.attacks import FGSM, PGD
 
 BASE_METHODS = ("normal", "at_fgsm", "pgd", "trades", "fast", "apgd")
-PAPER_NAMES = {"normal": "Normal", "at_fgsm": "AT-FGSM", "pgd": "AT-PGD", "trades": "TRADES",
-               "fast": "FAST", "apgd": "AT-APGD"}
+# the row names of the paper's tables (Table 2: AT-TRADE, AT-FAST, ...)
+PAPER_NAMES = {"normal": "Normal", "at_fgsm": "AT-FGSM", "pgd": "AT-PGD", "trades": "AT-TRADE",
+               "fast": "AT-FAST", "apgd": "AT-APGD"}
 ENGINE_NAMES = {"normal": "standard", "at_fgsm": "at_fgsm", "pgd": "pgd_at", "trades": "trades",  # get_method names
                 "fast": "fgsm_rs", "apgd": "apgd_at"}
 
@@ -35,7 +36,8 @@ ENGINE_NAMES = {"normal": "standard", "at_fgsm": "at_fgsm", "pgd": "pgd_at", "tr
 
 
 def model_fns(name: str, num_classes: int, input_shape: tuple[int, ...]):
-    """(init_fn(key) -> variables, features_fn, source, module) for a model of the registry."""
+    """(init_fn(key) -> variables, features_fn, source, module) for a model of the registry
+    (``num_classes=1``: Model A's one-logit head)."""
     from advjax.layers import features_fn as lib_features_fn
     from advjax.models import get_model, init_variables
 
@@ -98,13 +100,21 @@ def train_variants(base: str, init_fn, x_train, y_train, gammas, layers: tuple[i
     Variant v is the engine's method ``at_lr(engine_method(base), layers, gammas[v])``
     (``Regularized``; the bare base method for "normal" or no layers) stepped with its own
     ``step(state, batch, key)``. Returns the stacked variables (leading axis V) and the per-epoch
-    mean loss [V, epochs]."""
+    mean loss [V, epochs].
+
+    Seeds: with ``key`` of shape [S, 2] (``jax.random.split(k, S)``) and ``x_train`` [S, n, ...],
+    ``y_train`` [S, n] (one data sample per seed), the S seeds are trained in the same compiled
+    program too; the outputs then have leading axes [S, V]."""
     from advjax.methods.at_lr import at_lr
     from advjax.train.state import create_train_state
 
+    key = jnp.asarray(key)
+    seeded = key.ndim == 2
     x_train = jnp.asarray(x_train, jnp.float32)
     y_train = jnp.asarray(y_train, jnp.int32)
-    n = x_train.shape[0]
+    if not seeded:
+        x_train, y_train, key = x_train[None], y_train[None], key[None]
+    n = x_train.shape[1]
     steps = n // cfg.batch_size
     if steps < 1:
         raise ValueError(f"train_variants: {n} training samples < batch size {cfg.batch_size}")
@@ -112,8 +122,6 @@ def train_variants(base: str, init_fn, x_train, y_train, gammas, layers: tuple[i
     if gammas.ndim != 2 or (layers and gammas.shape[1] != len(layers)):
         raise ValueError(f"gammas must be [V, {len(layers)}], got {gammas.shape}")
     tx = make_optimizer(cfg)
-    k_init, k_train = jax.random.split(key)
-    carry0 = create_train_state(model, tx, k_init, variables=init_fn(k_init))
     base_m = engine_method(base, cfg)
 
     def make_step(g):
@@ -124,7 +132,9 @@ def train_variants(base: str, init_fn, x_train, y_train, gammas, layers: tuple[i
             return st, metrics["loss"]
         return step
 
-    def train_one(g):
+    def train_one(g, xs, ys, k):
+        k_init, k_train = jax.random.split(k)
+        carry0 = create_train_state(model, tx, k_init, variables=init_fn(k_init))
         step_fn = make_step(g)
 
         def epoch(carry, ek):
@@ -133,7 +143,7 @@ def train_variants(base: str, init_fn, x_train, y_train, gammas, layers: tuple[i
 
             def step(c, inp):
                 idx, sk = inp
-                return step_fn(c, x_train[idx], y_train[idx], sk)
+                return step_fn(c, xs[idx], ys[idx], sk)
 
             carry, ls = jax.lax.scan(step, carry, (perm, jax.random.split(ks, steps)))
             return carry, jnp.mean(ls)
@@ -141,27 +151,41 @@ def train_variants(base: str, init_fn, x_train, y_train, gammas, layers: tuple[i
         carry, losses = jax.lax.scan(epoch, carry0, jax.random.split(k_train, cfg.epochs))
         return carry.variables(), losses
 
-    return jax.jit(jax.vmap(train_one))(gammas)
+    per_seed = jax.vmap(train_one, in_axes=(0, None, None, None))       # variants share init, data, noise
+    v, losses = jax.jit(jax.vmap(per_seed, in_axes=(None, 0, 0, 0)))(gammas, x_train, y_train, key)
+    if not seeded:
+        v, losses = jax.tree_util.tree_map(lambda a: a[0], v), losses[0]
+    return v, losses
 
 
-def evaluate_variants(stacked_vars, features_fn, x, y, eps_list, key, attack: str = "pgd", steps: int = 20,
+def evaluate_variants(stacked_vars, features_fn, x, y, eps_list, key, attack="pgd", steps: int = 20,
                       domain=None):
-    """Accuracy (%) of each variant under ``attack`` ("pgd": the library's L-inf PGD-``steps`` with
-    random start; "fgsm") at each eps. Returns numpy [V, len(eps_list)]; one compile (the radius
-    is traced: ``Attack.with_eps``)."""
+    """Accuracy (%) of each variant under ``attack`` at each eps: "pgd" (the library's L-inf
+    PGD-``steps``, step 2.5 eps / steps, random start), "fgsm", or any ``advjax.attacks`` Attack
+    instance (its eps is replaced). Returns numpy [V, len(eps_list)]; one compile (the radius is
+    traced: ``Attack.with_eps``).
+
+    Seeds: with variables of leading axes [S, V] and x [S, m, ...], y [S, m] (one test sample per
+    seed) the result is [S, V, len(eps_list)], still one compile."""
     x = jnp.asarray(x, jnp.float32)
     y = jnp.asarray(y, jnp.int32)
     eps_arr = jnp.asarray(eps_list, jnp.float32)
-    atk = FGSM(domain=domain, check_inputs=False) if attack == "fgsm" else \
-        PGD(steps=steps, domain=domain, check_inputs=False)
+    if isinstance(attack, str):
+        atk = FGSM(domain=domain, check_inputs=False) if attack == "fgsm" else \
+            PGD(steps=steps, domain=domain, check_inputs=False)
+    else:
+        atk = attack.replace(domain=domain, check_inputs=False)
     apply_fn = lambda v, z: features_fn(v, z)[0]  # noqa: E731
 
-    def acc_one(variables, eps):
-        xa = atk.with_eps(eps).run(apply_fn, variables, x, y, key)
-        return 100.0 * jnp.mean(jnp.argmax(apply_fn(variables, xa), -1) == y)
+    def acc_one(variables, xs, ys, eps):
+        xa = atk.with_eps(eps).run(apply_fn, variables, xs, ys, key)
+        return 100.0 * jnp.mean(jnp.argmax(apply_fn(variables, xa), -1) == ys)
 
-    f = jax.jit(jax.vmap(jax.vmap(acc_one, in_axes=(None, 0)), in_axes=(0, None)))
-    return np.asarray(f(stacked_vars, eps_arr))
+    over_eps = jax.vmap(acc_one, in_axes=(None, None, None, 0))
+    over_variants = jax.vmap(over_eps, in_axes=(0, None, None, None))
+    seeded = y.ndim == 2
+    f = jax.vmap(over_variants, in_axes=(0, 0, 0, None)) if seeded else over_variants
+    return np.asarray(jax.jit(f)(stacked_vars, x, y, eps_arr))
 
 
 def unstack(tree: Any, i: int):
