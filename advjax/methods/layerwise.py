@@ -104,7 +104,8 @@ def perturbation_points(model, x_shape, *, train: bool = True) -> dict[str, jax.
 
     def f(variables, xx):
         mutable = [PERTURBATIONS] + (["batch_stats"] if "batch_stats" in variables else [])
-        _, mut = model.apply(variables, xx, train=train, mutable=mutable)
+        # a fixed dropout key: models with dropout need one in training mode (shapes only: eval_shape)
+        _, mut = model.apply(variables, xx, train=train, mutable=mutable, rngs={"dropout": jax.random.key(0)})
         pts = flax.traverse_util.flatten_dict(flax.core.unfreeze(mut.get(PERTURBATIONS, {})))
         order.extend(_SEP.join(k) for k in pts)
         return {_SEP.join(k): v for k, v in pts.items()}
