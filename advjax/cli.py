@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("advjax.demo", "train Model A on the 2-D Moon data for a few epochs and print a robustness table"),
     "train": ("advjax.train.command", "train any model x dataset x method; writes a run directory"),
     "eval": ("advjax.eval.command", "robust accuracy of a checkpoint over attacks x eps (table, JSON, R&G score)"),
+    "lafeat-heads": ("advjax.attacks.lafeat_heads",
+                     "train LAFEAT's intermediate-layer heads for a checkpoint (for `advjax eval --attacks lafeat`)"),
     "lsa": ("advjax.analysis.command", "Layer Sustainability Analysis of a checkpoint: CM per layer and the MVL list"),
     "reproduce": ("experiments.command", "run a paper table/figure reproduction (see `advjax reproduce --list`)"),
     "bench": ("advjax.bench", "speed benchmarks against the PyTorch peers (needs the [bench] extra)"),
@@ -35,14 +37,18 @@ def _cpu_defaults() -> None:
     """XLA:CPU settings measured to help on these machines (DESIGN.md, 'Measured on these machines').
 
     YNNPACK fusion off: +16% on a standard step, and no throughput drop at batch 512. Only applied
-    when the user has not set the flag and jax has not initialised a backend yet.
+    when the user has not set the flag, jax has not initialised a backend yet, and the installed
+    jaxlib knows the flag (XLA aborts on unknown flags; :func:`advjax.xla_flags.known`).
     """
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_experimental_ynn_fusion_type" not in flags and "jax" not in sys.modules:
-        os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_experimental_ynn_fusion_type=").strip()
+        from advjax import xla_flags
+
+        xla_flags.add("--xla_cpu_experimental_ynn_fusion_type=")
 
 
 _CACHE_OFF = ("0", "false", "off", "no")
+_PRECISION_DEFAULTS = {"train": "default", "eval": "highest"}  # advjax.precision.TRAIN/EVAL_DEFAULT
 _UNCACHED = {"bench"}  # runs its scripts in a subprocess, and measures compile times: no cache
 #: Compilations faster than this are not written to the persistent cache (JAX's default is 1 s, which
 #: leaves out most of an evaluation's ~0.2 s attack programs; reading an entry back takes milliseconds).
@@ -125,6 +131,14 @@ def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object | None]:
     if not (hasattr(module, "configure_parser") and hasattr(module, "run")):
         return parser, None
     module.configure_parser(parser)
+    if name in _PRECISION_DEFAULTS:  # advjax.precision: TF32 / bf16 on accelerators unless asked
+        parser.add_argument("--precision", choices=("default", "high", "highest"), default=None,
+                            help="float32 matmul/conv precision on GPU/TPU (no effect on CPU): 'default' is "
+                                 f"TF32 / one bf16 pass there, 'highest' full float32 (default: "
+                                 f"{_PRECISION_DEFAULTS[name]})")
+    if name == "train":
+        parser.add_argument("--deterministic", action="store_true",
+                            help="XLA_FLAGS=--xla_gpu_deterministic_ops=true: bit-exact resume on GPU (slower)")
     if name in _UNCACHED:
         return parser, module
     parser.add_argument("--no-compile-cache", action="store_true",
@@ -153,8 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     if name not in _UNCACHED and not getattr(args, "no_compile_cache", False):
         enable_compilation_cache()
+    from advjax import precision
+
+    if getattr(args, "deterministic", False) and not precision.enable_deterministic():
+        print("advjax: this jaxlib does not know --xla_gpu_deterministic_ops; running without it", file=sys.stderr)
+    chosen = getattr(args, "precision", None)  # a flag wins; then JAX_DEFAULT_MATMUL_PRECISION; then eval's
+    if chosen is None and precision.current() is None and name == "eval":
+        chosen = precision.EVAL_DEFAULT
     try:
-        return int(module.run(args) or 0)
+        with precision.use(chosen):
+            return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

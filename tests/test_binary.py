@@ -98,7 +98,8 @@ def test_every_attack_of_the_evaluator_runs_on_a_one_logit_model(trained_model_a
     for n in sorted(dlr_based):
         with pytest.raises(ValueError, match="classes"):
             robust_accuracy(raw, v, (x, y), [n], [0.3], domain=None, progress=False, checks=False)
-    with pytest.raises(ValueError, match="DLR"):
+    with pytest.raises(ValueError, match=r"'apgd-dlr' cannot run on this model, which has 2 classes: its DLR loss "
+                                         r"uses the 3rd largest logit, so it needs at least 3"):
         robust_accuracy(raw, v, (x, y), ["apgd-dlr"], [0.3], domain=None, progress=False, checks=False)
     # the wrapper is exact: the [N, 1] model and Model A's [0, z] output give the same x_adv
     apply_raw = lambda vv, z: raw.apply(vv, z)  # noqa: E731

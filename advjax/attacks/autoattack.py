@@ -125,6 +125,8 @@ class AutoAttack(base.Attack):
         ``verbose`` prints the clean accuracy and, after each sub-attack, the robust accuracy and
         the time so far, as the official code's log does.
         """
+        from advjax.train.distributed import to_host
+
         t_start = time.perf_counter()
         apply_fn = base.two_logits_fn(apply_fn)  # one-logit binary models read as [0, z] (advjax.losses.ce)
         x = jnp.asarray(x)
@@ -142,7 +144,7 @@ class AutoAttack(base.Attack):
             print(f"[autoattack] clean accuracy: {float(jnp.mean(clean)):.2%} (n = {n})")
         for j, (name, atk) in enumerate(self.sub_attacks()):
             t0 = time.perf_counter()
-            idx = np.flatnonzero(np.asarray(robust))
+            idx = np.flatnonzero(to_host(robust))  # (a sharded, several-process array is gathered)
             if idx.size:
                 size = compact_size(idx.size, n)
                 sel = np.concatenate([idx, np.full(size - idx.size, idx[0])]) if size > idx.size else idx

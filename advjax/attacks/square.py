@@ -16,6 +16,15 @@ fooled are updated; the loop stops early once every point is fooled.
 
 Difference: the square position and sign are drawn per example (as in the original Square code);
 the AutoAttack copy shares them across the batch. Images are NHWC.
+
+Loop form: a ``lax.while_loop`` whose predicate (any point left, queries left) is read by the host
+after every trip on a GPU (a device-to-host copy and a stall each time: ~5000 per batch at one
+query per trip). ``loop="auto"`` therefore runs one query per trip in programs lowered for the CPU
+(no such stall there; a bigger body only compiles longer) and :data:`QUERIES_PER_TRIP_OFF_CPU`
+queries per trip for other platforms (``lax.platform_dependent``: decided at lowering, see
+:mod:`advjax.models.platform`). Query i draws its square from ``fold_in(key, i)`` and does nothing
+once i >= n_queries or its point is fooled, so every trip length gives the same result for the
+same key.
 """
 from __future__ import annotations
 
@@ -29,6 +38,11 @@ import numpy as np
 
 from advjax import losses as _losses
 from advjax.attacks import base
+from advjax.models.platform import per_platform
+
+#: Queries per while-loop trip with ``loop="auto"`` in programs lowered for GPU / TPU (each trip
+#: costs the host a predicate read there; 8 queries cut those reads 8x for an 8x larger body).
+QUERIES_PER_TRIP_OFF_CPU = 8
 
 
 def p_selection(p_init: float, it: int, n_queries: int, rescale: bool = True) -> float:
@@ -58,8 +72,9 @@ class Square(base.Attack):
     """Square Attack L-inf. Attributes: n_queries (5000), p_init (0.8), restarts (1),
     loss ("margin" | "ce"), rescale_schedule (True: the p schedule of 10000 iterations is
     rescaled to ``n_queries``, the official standalone default; False: as inside the official
-    AutoAttack), unroll (iterations per while-loop trip; the loop is always a
-    ``lax.while_loop`` with early exit, ``loop`` int = iterations per trip)."""
+    AutoAttack), loop (queries per while-loop trip; the loop is always a ``lax.while_loop`` with
+    early exit: an int is that many queries per trip, "rolled" one, "auto" one on the CPU and
+    :data:`QUERIES_PER_TRIP_OFF_CPU` elsewhere; the result is the same for every choice)."""
 
     n_queries: int = 5000
     p_init: float = 0.8
@@ -96,6 +111,17 @@ class Square(base.Attack):
     def _single(self, apply_fn, variables, x, y, key, active0):
         if x.ndim != 4:
             raise ValueError(f"Square needs NHWC images, got x of shape {x.shape}")
+        if isinstance(self.loop, int):
+            return self._search(apply_fn, self.loop, variables, x, y, key, active0)
+        if self.loop == "auto":
+            return per_platform(
+                variables, x, y, key, active0,
+                cpu=lambda *a: self._search(apply_fn, 1, *a),
+                default=lambda *a: self._search(apply_fn, min(QUERIES_PER_TRIP_OFF_CPU, self.n_queries), *a))
+        return self._search(apply_fn, 1, variables, x, y, key, active0)
+
+    def _search(self, apply_fn, per_trip, variables, x, y, key, active0):
+        """The random search with ``per_trip`` queries per while-loop trip."""
         n, h, w, c = x.shape
         eps = self.eps
         sides = jnp.asarray(side_schedule(self.p_init, self.n_queries, h, w, bool(self.rescale_schedule)))
@@ -106,7 +132,6 @@ class Square(base.Attack):
         margin = jnp.where(active0, margin, -1.0)  # points not attacked count as done
         rows = jnp.arange(h)[None, :, None, None]
         cols = jnp.arange(w)[None, None, :, None]
-        per_trip = self.loop if isinstance(self.loop, int) else 1
 
         def step(i, st):
             x_best, margin_min, loss_min = st

@@ -3,6 +3,14 @@
 The order of epoch ``e`` under seed ``s`` is the permutation drawn by
 ``numpy.random.default_rng(SeedSequence([s, e]))``: the same (seed, epoch) always gives the same
 batches, on any machine, independent of how many batches were consumed before.
+
+Several processes (``advjax.train.distributed``): every process draws the same global order and
+batches only its share of each global batch (``process_index`` / ``process_count``: the
+``process_index``-th of ``process_count`` equal contiguous blocks, the rows its devices hold on a
+mesh made by ``advjax.train.mesh.make_mesh``), so the concatenation of the processes' batches is,
+row for row, the single-process batch. Per-example randomness inside a step (augmentation, attack
+starts) is drawn for the assembled global batch, so it follows the global example position and the
+numbers do not depend on the process count.
 """
 from __future__ import annotations
 
@@ -61,6 +69,8 @@ def batches(
     epoch: int = 0,
     shuffle: bool = True,
     drop_remainder: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(x float32, y int32)`` numpy batches of one epoch of ``ds``.
 
@@ -71,6 +81,9 @@ def batches(
       shuffle: False keeps the stored order.
       drop_remainder: True drops the last partial batch so every batch has the same (static)
         shape, which is what a jitted step wants; False yields it as a smaller last batch.
+      process_index, process_count: yield only this process's block of each global batch of
+        ``batch_size`` (which must divide by ``process_count``; with ``drop_remainder=False`` the
+        last, smaller batch too); only those rows are converted to float32.
 
     uint8 pixels become float32 in [0, 1]; float inputs (Moon features, digits) pass unchanged.
     Arguments are checked when called, not at the first ``next``.
@@ -85,12 +98,23 @@ def batches(
             f"batch_size {batch_size} exceeds the {n} examples and drop_remainder=True "
             "would yield no batch"
         )
+    process_count = _check_seed("process_count", process_count) if process_count != 1 else 1
+    process_index = _check_seed("process_index", process_index)
+    if process_count < 1 or process_index >= process_count:
+        raise ValueError(f"process_index {process_index} is out of range for {process_count} processes")
+    last = n % batch_size if not drop_remainder else 0
+    for size in (batch_size, last):
+        if size % process_count:
+            raise ValueError(f"a batch of {size} examples does not split evenly over {process_count} processes; "
+                             f"use a batch size divisible by {process_count}")
     order = epoch_order(n, seed, epoch, shuffle)
     stop = (n // batch_size) * batch_size if drop_remainder else n
 
     def gen():
         for start in range(0, stop, batch_size):
             idx = order[start:start + batch_size]
+            share = len(idx) // process_count
+            idx = idx[process_index * share:(process_index + 1) * share]
             yield to_float(x[idx]), y[idx].astype(np.int32, copy=False)
 
     return gen()

@@ -54,6 +54,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="directory for eval.json and eval.md (default: --checkpoint)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-checks", action="store_true", help="skip AutoAttack's sanity checks")
+    from advjax.train.command import add_distributed_flags
+    add_distributed_flags(parser)  # several processes: the same command in each; process 0 writes
 
 
 def _load_checkpoint(path: str, which: str):
@@ -81,11 +83,34 @@ def _cfg(config, name, default=None):
     return getattr(config, name, default)
 
 
+def _bind_lafeat(attacks: dict, model, variables, checkpoint_path, kind, given=None, which="best") -> dict:
+    """LAFEAT attacks get the heads stored beside the checkpoint (``advjax lafeat-heads``);
+    missing heads or heads of another model are an error saying how to train them."""
+    from advjax.attacks.lafeat import LAFEAT
+
+    if not any(isinstance(a, LAFEAT) for a in attacks.values()):
+        return attacks
+    from advjax.attacks import lafeat_heads
+
+    where = lafeat_heads.heads_dir(checkpoint_path, kind)
+    try:
+        heads = lafeat_heads.load_heads(where, model, variables)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"LAFEAT needs heads trained for this checkpoint and none are in {where}; train "
+                                f"them with `advjax lafeat-heads --checkpoint {given or checkpoint_path}"
+                                f"{'' if which == 'best' else ' --which ' + which}` (then rerun)") from None
+    return {n: a.bind(model, heads) if isinstance(a, LAFEAT) else a for n, a in attacks.items()}
+
+
 def run(args: argparse.Namespace) -> int:
     from advjax.attacks import get_attack
     from advjax.eval.robust import robust_accuracy
 
     try:
+        from advjax.train.command import start_distributed
+        if start_distributed(args, "eval"):
+            from advjax.train.distributed import check_same_config
+            check_same_config({k: v for k, v in sorted(vars(args).items()) if k != "process_id"}, "evaluation flags")
         names = [a.strip() for a in args.attacks.split(",") if a.strip()]
         if not names:
             raise ValueError("no attacks given")
@@ -102,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         model, variables, config, info = _load_checkpoint(checkpoint, args.which)
         if info and info.get("substituted"):
             print(f"advjax eval: note: {info['substituted']}", file=sys.stderr)
+        attacks = _bind_lafeat(attacks, model, variables, (info or {}).get("path", checkpoint), (info or {}).get("kind"),
+                               args.checkpoint, args.which)
         if args.eps is not None:
             eps_list = parse_eps(args.eps)
         else:
@@ -137,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
         result.meta["evaluated_checkpoint"] = {k: info[k] for k in ("path", "step", "kind")}
         if info.get("substituted"):
             result.meta["substituted"] = info["substituted"]
+    from advjax.train.distributed import is_main
+    if not is_main():  # every process computed the same global result; process 0 reports it
+        return 0
     md = result.to_markdown()
     if info:
         head = f"checkpoint: {info['path']} (step {info['step']})\n"

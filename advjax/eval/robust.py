@@ -4,6 +4,13 @@ R&G score (robustness and generalization, Khalooei et al., LSA paper, Sec. 4): t
 method's accuracies over the eps list of one attack (eps = 0 included if listed), so one number
 rewards both clean accuracy and robustness. Accuracies here are fractions in [0, 1]; the R&G score
 is in the same unit (multiply by 100 for the paper's percentages).
+
+Placement (accelerators, several devices or processes): ``robust_accuracy`` puts the variables on
+the devices once, replicated on a mesh (``advjax.train.mesh``), shards every evaluation batch on
+``"data"`` as the training monitor does (with several processes each process places only its rows
+of a batch), and fetches the per-example flags to the host after the loop; the only reads inside
+it are AutoAttack's robust flags between sub-attacks (which points the next one attacks). Counts
+and accuracies are global. The numbers do not depend on the device or process count.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ import numpy as np
 
 from advjax import attacks as _attacks
 from advjax import losses as _losses
+from advjax import precision as _precision
 from advjax.attacks.autoattack import AutoAttack
 from advjax.attacks.square import Square
 
@@ -236,12 +244,18 @@ def _warn(msgs: list[str], msg: str) -> None:
 
 
 def sanity_checks(apply_fn, variables, x, y, key=None, msgs: list[str] | None = None) -> list[str]:
-    """AutoAttack's checks on one batch: randomized model, non-logit output, zero gradients."""
+    """AutoAttack's checks on one batch: randomized model, non-logit output, zero gradients.
+    ``x``, ``y`` may be host arrays or (sharded, several-process) jax arrays."""
+    from advjax.train.distributed import to_host
+
     msgs = [] if msgs is None else msgs
     x = jnp.asarray(x)
     y = jnp.asarray(y)
-    out1 = np.asarray(apply_fn(variables, x))
-    out2 = np.asarray(apply_fn(variables, x))
+    # eager (a model randomized on the host shows it), traced only for arrays that span other
+    # processes (eager input checks cannot read those)
+    forward = apply_fn if getattr(x, "is_fully_addressable", True) else jax.jit(apply_fn)
+    out1 = to_host(forward(variables, x))
+    out2 = to_host(forward(variables, x))
     norm = lambda o: o / (np.linalg.norm(o, axis=-1, keepdims=True) + 1e-10)  # noqa: E731
     if (np.argmax(out1, -1) != np.argmax(out2, -1)).any() or np.abs(norm(out1) - norm(out2)).max() > 1e-4:
         _warn(msgs, "the model seems randomized: two clean forward passes disagree (evaluate with "
@@ -250,7 +264,7 @@ def sanity_checks(apply_fn, variables, x, y, key=None, msgs: list[str] | None = 
         _warn(msgs, "the model output seems to be a probability distribution: attacks need logits")
     k = out1.shape[-1]
     loss = _losses.dlr if k >= 3 else _losses.cross_entropy
-    g = np.asarray(_grad_fn(apply_fn, loss)(variables, x, y))
+    g = to_host(_grad_fn(apply_fn, loss)(variables, x, y))
     zero = int((np.abs(g.reshape(g.shape[0], -1)).sum(-1) == 0).sum())
     if zero > 0:
         _warn(msgs, f"there are {zero}/{g.shape[0]} points with zero gradient: gradient-based attacks may be "
@@ -271,23 +285,31 @@ def _square_check(msgs, accs: Mapping[str, float], where: str, alpha: float = 0.
                         "the gradient-based attacks: the gradient-based evaluation may be unreliable")
 
 
-def _check_dlr_classes(named, num_classes: int) -> None:
-    """Reject, before anything runs, an untargeted-DLR attack (APGD-DLR, or AutoAttack listing it)
-    on a model with fewer than 3 classes: DLR's denominator z_pi1 - z_pi3 needs a third logit."""
-    if num_classes >= 3:
-        return
-    for label, a in named:
-        subs = [s for _, s in a.sub_attacks()] if isinstance(a, AutoAttack) else [a]
-        if any(getattr(s, "loss", None) == "dlr" for s in subs):
-            raise ValueError(f"attack {label!r} uses the DLR loss, which needs >= 3 classes; this model has "
-                             f"{num_classes} (a binary model): use apgd-ce or cw-inf instead")
-
-
 # ------------------------------------------------------------------------------------------------
 # the evaluator
 # ------------------------------------------------------------------------------------------------
 
 
+def _eval_mesh(bs: int, mesh=None):
+    """The mesh of an evaluation with batches of ``bs``: ``mesh`` (checked), else every device with
+    several processes (checked), else one device on the CPU (several CPU devices of one process
+    share the same cores: splitting gains nothing there), else the most devices that divide ``bs``
+    (the same numbers as one)."""
+    from advjax.train.mesh import check_batch_size, make_mesh
+
+    if mesh is not None:
+        check_batch_size(bs, mesh)
+        return mesh
+    if jax.process_count() > 1:
+        mesh = make_mesh()
+        check_batch_size(bs, mesh)
+        return mesh
+    if jax.default_backend() == "cpu":
+        return make_mesh(1)
+    return make_mesh(max(d for d in range(1, jax.device_count() + 1) if bs % d == 0))
+
+
+@_precision.evaluation  # full float32 on GPU/TPU unless a precision was chosen (advjax.precision)
 def robust_accuracy(
     model_or_apply_fn,
     variables,
@@ -301,6 +323,7 @@ def robust_accuracy(
     n_examples: int | None = None,
     progress: bool = True,
     checks: bool = True,
+    mesh=None,
 ) -> RobustnessResult:
     """Accuracy of a model under each attack at each eps.
 
@@ -318,6 +341,10 @@ def robust_accuracy(
       domain: the input box; "auto" = the dataset's domain, else (0, 1).
       n_examples: evaluate only the first n examples.
       progress: show a tqdm bar. checks: run AutoAttack's sanity checks (warnings).
+      mesh: the device mesh (``advjax.train.mesh.make_mesh``) the variables are replicated on and
+        each batch is sharded over; default: with several processes every device (the batch size
+        must then divide by the global device count: ValueError before anything runs), with one
+        process on GPU/TPU the most devices that divide the batch size, on the CPU one device.
     """
     # one-logit binary models (logits [N, 1]) are read as [0, z] (advjax.losses.ce.two_logits)
     apply_fn = _losses.ce.two_logits_fn(_as_apply_fn(model_or_apply_fn))
@@ -337,6 +364,7 @@ def robust_accuracy(
     domain = _attacks.base.check_domain(domain)
     named = _resolve_attacks(attacks)
     _check_eps_range(named, eps_list, domain)
+    _attacks.lafeat.require_heads(named)  # LAFEAT needs trained heads (LAFEAT.bind): say how, before anything runs
     if key is None:
         key = jax.random.PRNGKey(0)
     elif isinstance(key, int):
@@ -354,19 +382,28 @@ def robust_accuracy(
     if domain is not None and (x_all.min() < domain[0] or x_all.max() > domain[1]):
         raise ValueError(f"x is outside the domain {domain}: values in [{x_all.min():.4g}, {x_all.max():.4g}]")
 
-    predict = jax.jit(lambda v, x: jnp.argmax(apply_fn(v, x), axis=-1))
+    mesh = _eval_mesh(bs, mesh)
+    from advjax.train import distributed as dist
+    from advjax.train.mesh import replicated
+
+    variables = jax.device_put(variables, replicated(mesh))  # once: replicated on every device of the mesh
+    # predictions come back replicated (readable on every process), fetched after the loops
+    predict = jax.jit(lambda v, x: jnp.argmax(apply_fn(v, x), axis=-1), out_shardings=replicated(mesh))
+
+    def batch(b):  # one evaluation batch, sharded on "data" (each process places only its rows)
+        return dist.shard_host_batch((x_pad[b * bs:(b + 1) * bs], y_pad[b * bs:(b + 1) * bs]), mesh)
+
     num_classes = int(jax.eval_shape(apply_fn, variables, jax.ShapeDtypeStruct((1,) + x_all.shape[1:],
                                                                                 jnp.float32)).shape[-1])
     if y_all.min() < 0 or y_all.max() >= num_classes:
         raise ValueError(f"labels out of range [0, {num_classes}): min {y_all.min()}, max {y_all.max()}")
-    _check_dlr_classes(named, num_classes)
     _check_classes(named, num_classes)
 
     msgs: list[str] = []
     if checks:
-        sanity_checks(apply_fn, variables, x_pad[:bs], y_pad[:bs], msgs=msgs)
+        sanity_checks(apply_fn, variables, *batch(0), msgs=msgs)
 
-    clean = np.concatenate([np.asarray(predict(variables, x_pad[b * bs:(b + 1) * bs])) for b in range(n_batches)])
+    clean = np.concatenate(dist.to_host([predict(variables, batch(b)[0]) for b in range(n_batches)]))
     clean_correct = (clean == y_pad)[:n]
 
     table: dict[str, dict[float, float]] = {}
@@ -391,22 +428,22 @@ def robust_accuracy(
                 sub_flags: dict[str, list[np.ndarray]] = {}
                 sub_secs: dict[str, float] = {}
                 for b in range(n_batches):
-                    xb = jnp.asarray(x_pad[b * bs:(b + 1) * bs])
-                    yb = jnp.asarray(y_pad[b * bs:(b + 1) * bs])
+                    xb, yb = batch(b)
                     kb = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, ai), ei), b)
                     if bar is not None:
                         bar.set_postfix_str(f"{label} eps={eps:.4g}")
                     if isinstance(atk, AutoAttack):
                         x_adv, _, per, secs = atk.drive(apply_fn, variables, xb, yb, kb, with_times=True)
                         for name, f in per.items():
-                            sub_flags.setdefault(name, []).append(np.asarray(f))
+                            sub_flags.setdefault(name, []).append(f)  # on device: fetched after the batches
                             sub_secs[name] = sub_secs.get(name, 0.0) + float(secs.get(name, 0.0))
                     else:
                         x_adv = atk(apply_fn, variables, xb, yb, kb)
-                    flags.append(np.asarray(predict(variables, x_adv)) == np.asarray(yb))
+                    flags.append(predict(variables, x_adv))
                     if bar is not None:
                         bar.update(1)
-                r = np.concatenate(flags)[:n] & clean_correct
+                sub_flags = {k: dist.to_host(v) for k, v in sub_flags.items()}
+                r = (np.concatenate(dist.to_host(flags)) == y_pad)[:n] & clean_correct
                 robust[label][eps] = r
                 table[label][eps] = float(r.mean())
                 if sub_flags:

@@ -5,7 +5,8 @@ import importlib
 
 _EXPORTS = {"Method": "base", "AdversarialMethod": "base", "get_method": "base", "list_methods": "base",
             "register_method": "base", "Regularized": "regularized", "EpsWarmup": "eps_warmup",
-            "SmoothAT": "smooth_at", "SmoothBackward": "smooth_at", "LayerwiseAT": "layerwise"}
+            "SmoothAT": "smooth_at", "SmoothBackward": "smooth_at", "LayerwiseAT": "layerwise",
+            "SAT": "sat", "HLDR": "hldr", "FIMR": "fimr", "AGNT": "agnt", "HGD": "hgd"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -302,9 +302,14 @@ _REGISTRY: dict[str, Any] = {
     "free_at": "advjax.methods.free_at:FreeAT",
     "apgd_at": "advjax.methods.apgd_at:APGDAT",
     "smooth_at": "advjax.methods.smooth_at:SmoothAT",
+    "hldr": "advjax.methods.hldr:hldr",
+    "fimr": "advjax.methods.fimr:FIMR",
+    "agnt": "advjax.methods.agnt:AGNT",
+    "hgd": "advjax.methods.hgd:HGD",
 }
 # modules written by other engineers that register their methods on import
-_PLUGIN_MODULES = ("advjax.methods.at_lr", "advjax.methods.fgsm_sdi", "advjax.methods.layerwise")
+_PLUGIN_MODULES = ("advjax.methods.at_lr", "advjax.methods.fgsm_sdi", "advjax.methods.layerwise",
+                   "advjax.methods.sat")
 _plugins_loaded = False
 
 

@@ -18,8 +18,12 @@ written here as ``ones @ X`` (GEMVs, memory-bound at full speed; :func:`_sum_row
     dscale = sum(dy * xhat),  dbias = sum(dy),  xhat = (x - mean) * r,  r = (var + eps)^-1/2,
 
 with R = N * H * W (plus the terms of any cotangent of the returned batch mean and variance).
-Measured in benchmarks/README.md (session 6). On backends other than the CPU the sums are
-``jnp.sum`` (their reductions are fast there); the backward formula is the same.
+Measured in benchmarks/README.md (session 6).
+
+Only programs lowered for the CPU use this custom VJP. For CUDA, ROCm and TPU (decided at lowering
+by :func:`advjax.models.platform.per_platform`, not by ``jax.default_backend()`` at trace time) the
+training-mode statistics are flax's own code, :func:`batch_norm_reference` (``jnp.mean`` reductions,
+which are fast there, differentiated by JAX), with the same numbers.
 
 The backward pass is ordinary JAX code, so second-order derivatives (FGSM-GA's GradAlign through a
 training-mode model) work; forward-mode autodiff (``jax.jvp``) does not, as for every custom-VJP
@@ -34,17 +38,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["BatchNorm", "batch_norm_train"]
+from advjax.models.platform import per_platform
+
+__all__ = ["BatchNorm", "batch_norm_train", "batch_norm_reference"]
 
 
 def _sum_rows(a):
-    """Column sums of a 2-D float32 array: on the CPU, ``k`` GEMVs over ``k`` row blocks (one
-    batched dot) and a sum of the ``k`` partial sums; a reduction elsewhere.
+    """Column sums of a 2-D float32 array as ``k`` GEMVs over ``k`` row blocks (one batched dot)
+    and a sum of the ``k`` partial sums (the CPU path; other platforms use
+    :func:`batch_norm_reference`).
 
     One GEMV over all N*H*W rows accumulates sequentially (relative error 6e-6 at 65536 rows,
     against 1e-6 for XLA's reduction); 32 blocks bring it to 4e-7 at the same speed."""
-    if jax.default_backend() != "cpu":
-        return a.sum(0, dtype=jnp.float32)
     r, c = a.shape
     k = next(d for d in (32, 16, 8, 4, 2, 1) if r % d == 0)
     partial = jnp.einsum("kr,krc->kc", jnp.ones((k, r // k), a.dtype), a.reshape(k, r // k, c),
@@ -95,8 +100,22 @@ def _bn_bwd(epsilon, res, cts):
 batch_norm_train.defvjp(_bn_fwd, _bn_bwd)
 
 
+def batch_norm_reference(x, scale, bias, epsilon: float):
+    """:func:`batch_norm_train` as ``flax.linen.BatchNorm`` computes it (``use_fast_variance``):
+    float32 ``mean(x)``, ``var = max(0, mean(x^2) - mean(x)^2)``, ``(x - mean) * rsqrt(var + eps) *
+    scale + bias``, differentiated by JAX. The off-CPU training path of :class:`BatchNorm`."""
+    xf = x.astype(jnp.float32)
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(xf, axes)
+    mean2 = jnp.mean(xf * xf, axes)
+    var = jnp.maximum(0.0, mean2 - mean * mean)
+    y = (xf - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias
+    return y, mean, var
+
+
 class BatchNorm(nn.Module):
-    """``nn.BatchNorm`` over the channel (last) axis with :func:`batch_norm_train` in training mode.
+    """``nn.BatchNorm`` over the channel (last) axis with :func:`batch_norm_train` in training mode
+    in programs lowered for the CPU, :func:`batch_norm_reference` for other platforms.
 
     Attributes (flax's meaning): ``use_running_average`` (eval mode), ``momentum``, ``epsilon``,
     ``dtype`` (of the output; default: promoted from the input and the float32 parameters),
@@ -124,7 +143,9 @@ class BatchNorm(nn.Module):
             mul = jax.lax.rsqrt(ra_var.value + self.epsilon) * scale
             y = (x - ra_mean.value) * mul + bias
             return y.astype(out_dtype)
-        y, mean, var = batch_norm_train(x, scale, bias, float(self.epsilon))
+        eps = float(self.epsilon)
+        y, mean, var = per_platform(x, scale, bias, cpu=lambda *a: batch_norm_train(*a, eps),
+                                    default=lambda *a: batch_norm_reference(*a, eps))
         if not self.is_initializing():
             ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
             ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var

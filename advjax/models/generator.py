@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from advjax.models.batch_norm import BatchNorm
+from advjax.models.platform import per_platform
 from advjax.native import onednn
 
 __all__ = ["SDIGenerator"]
@@ -46,6 +47,8 @@ def conv3x3_same(x, w):
     ``lax.conv_general_dilated``; but inside a ``lax.cond`` branch (where FGSM-SDI updates the
     generator) XLA:CPU does not canonicalize the gradient convolutions' layouts and falls back to
     its unoptimized element-wise convolution (DESIGN.md, "Measured on these machines").
+    A CPU lever only: the generator's layers use it in programs lowered for the CPU, and
+    ``lax.conv_general_dilated`` with JAX's own rules elsewhere (:func:`_conv_general_dilated`).
     """
     return _conv_same(x, w)
 
@@ -79,19 +82,28 @@ def _is_same_3x3_padding(padding) -> bool:
 
 def _conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                           dimension_numbers=None, feature_group_count=1, precision=None, **kw):
-    """``conv_general_dilated`` for flax's nn.Conv, routed to :func:`conv3x3_same` when it applies."""
+    """``conv_general_dilated`` for flax's nn.Conv, routed (for a 3x3 stride-1 SAME conv) to oneDNN
+    or :func:`conv3x3_same` in programs lowered for the CPU; ``lax.conv_general_dilated`` itself
+    for other platforms (cuDNN / TPU convolutions and JAX's derivative rules, chosen at lowering by
+    :func:`advjax.models.platform.per_platform`) and for every other geometry."""
+
+    def portable(a, b):
+        return jax.lax.conv_general_dilated(a, b, window_strides, padding, lhs_dilation, rhs_dilation,
+                                            dimension_numbers, feature_group_count, precision=precision, **kw)
+
     simple = (rhs.shape[:2] == (3, 3) and tuple(window_strides) == (1, 1) and feature_group_count == 1
               and (lhs_dilation is None or tuple(lhs_dilation) == (1, 1))
               and (rhs_dilation is None or tuple(rhs_dilation) == (1, 1))
               and _is_same_3x3_padding(padding))
-    if simple:
-        if lhs.dtype == rhs.dtype == jnp.float32 and onednn.enabled():
-            # oneDNN custom calls have no layout problem inside lax.cond, and its kernel gradient
-            # beats the 9 matmuls (advjax/native/onednn.py)
-            return onednn.conv(lhs, rhs, (1, 1), ((1, 1), (1, 1)))
-        return conv3x3_same(lhs, rhs)
-    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                        dimension_numbers, feature_group_count, precision=precision, **kw)
+    if not simple:
+        return portable(lhs, rhs)
+    if lhs.dtype == rhs.dtype == jnp.float32 and onednn.enabled("cpu"):
+        # oneDNN custom calls have no layout problem inside lax.cond, and its kernel gradient
+        # beats the 9 matmuls (advjax/native/onednn.py)
+        cpu = lambda a, b: onednn.conv(a, b, (1, 1), ((1, 1), (1, 1)))  # noqa: E731
+    else:
+        cpu = conv3x3_same
+    return per_platform(lhs, rhs, cpu=cpu, default=portable)
 
 
 class _PReLU(nn.Module):

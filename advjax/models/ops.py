@@ -16,11 +16,24 @@
   <= 3 input channels, and a GEMM + col2im input gradient where the transposed conv would read
   mostly zeros or write <= 4 channels (measured per layer, benchmarks/README.md).
   Limitation: a ``custom_vjp`` has no forward-mode rule, so ``jax.jvp``/``jax.jacfwd``/
-  ``jax.hessian`` through a model need ``fast_conv=False`` (plain ``nn.Conv``).
+  ``jax.hessian`` through a model need ``fast_conv=False`` (plain ``nn.Conv``) or tracing inside
+  :func:`advjax.models.platform.portable_ops`.
 * :func:`max_pool` pools by reshape + max instead of ``reduce_window`` (whose gradient lowers to
   a scatter; lever 3), with a custom JVP giving each window's gradient to its first maximum (as
   flax's ``nn.max_pool`` and PyTorch's ``max_pool2d``).
 * :func:`batch_norm` builds the models' batch norm (:mod:`advjax.models.batch_norm`).
+
+Platforms. Everything above is a CPU lever, chosen per *lowering* platform
+(:func:`advjax.models.platform.per_platform`, i.e. ``lax.platform_dependent``; never
+``jax.default_backend()`` at trace time, which would bake CPU choices and the CPU-only oneDNN FFI
+targets into a program exported for, or run on, an accelerator). For CUDA, ROCm and TPU the
+program holds XLA's own operations with JAX's own derivative rules: ``lax.conv_general_dilated``
+(its input gradient is a convolution with a ``reverse``-d kernel, the pattern XLA:GPU maps to
+cuDNN's backward-data kernel; the hand-built zero-interleaved gradient would run a dense
+convolution over a 4x larger tensor on stride-2 layers), ``lax.reduce_window`` max pooling (the
+same first-maximum gradient through XLA's ``select_and_scatter``; the reshape splits W next to
+the channel axis, and TPUs tile the last two axes) and flax-style batch-norm reductions. Both
+implementations give the same numbers (tests/test_accelerator.py).
 """
 from __future__ import annotations
 
@@ -34,6 +47,7 @@ import numpy as np
 from jax import lax
 
 from advjax.models.batch_norm import BatchNorm
+from advjax.models.platform import per_platform
 from advjax.native import onednn
 
 __all__ = [
@@ -158,7 +172,8 @@ def _plain_conv(x, w, strides, pads, precision):
 #   the transposed conv's output narrow (1 or 3 channels: 8.2 -> 2.2 ms, 5.8 -> 1.6 ms). Where
 #   neither holds (Model B's 16 -> 32, ResNet's stride-1 3x3) col2im's shifted sums cost more than
 #   the convolution (20 -> 60 ms), so the convolution stays.
-# Other backends (GPU, TPU) always take the plain convolution: nothing here was measured there.
+# Other platforms (GPU, TPU) always take the plain convolution, chosen at lowering by
+# fast_conv_general_dilated's per_platform: nothing here was measured there.
 _TAPS_MAX_CIN = 3
 _COL2IM_MAX_CIN = 4
 _COL2IM_MIN_AREA_RATIO = 2.0
@@ -186,6 +201,8 @@ def conv_plan(
 
     The choices were measured on XLA:CPU only; on any other backend (``backend``, default
     ``jax.default_backend()``) the plan is the plain convolution every way (cuDNN / TPU convs).
+    The model layers do not depend on that default: their CPU branch asks for ``backend="cpu"``
+    and programs for other platforms never contain it (:func:`fast_conv_general_dilated`).
     ``native`` says whether the oneDNN convolutions may be used (default:
     :func:`advjax.native.onednn.enabled`, i.e. the ``[onednn]`` extra is installed and
     ``ADVJAX_CONV`` is not ``xla``)."""
@@ -242,7 +259,7 @@ def _taps_conv(x, w, strides, pads):
 
 
 def _conv_forward(x, w, strides, pads, precision):
-    fwd = conv_plan(x.shape, w.shape, strides, pads, x.dtype)[0] if precision is None else "conv"
+    fwd = conv_plan(x.shape, w.shape, strides, pads, x.dtype, backend="cpu")[0] if precision is None else "conv"
     if fwd == "taps":
         return _taps_conv(x, w, strides, pads)
     if fwd == "onednn":
@@ -306,7 +323,7 @@ def _conv_nhwc_fwd(x, w, strides, pads, precision):
 def _conv_nhwc_bwd(strides, pads, precision, res, g):
     x, w = res
     _, dx_plan, dw_plan = (
-        conv_plan(x.shape, w.shape, strides, pads, x.dtype) if precision is None else ("conv",) * 3
+        conv_plan(x.shape, w.shape, strides, pads, x.dtype, backend="cpu") if precision is None else ("conv",) * 3
     )
     if dx_plan == "col2im":
         dx = _dx_col2im(x.shape, w, g, strides, pads)
@@ -341,9 +358,11 @@ def fast_conv_general_dilated(
     precision=None,
     preferred_element_type=None,
 ):
-    """Drop-in for ``lax.conv_general_dilated`` (2-D, NHWC/HWIO) with a plain-conv input gradient.
+    """Drop-in for ``lax.conv_general_dilated`` (2-D, NHWC/HWIO) with a plain-conv input gradient
+    in programs lowered for the CPU.
 
-    Anything outside the supported case (other layouts, dilation, groups, mixed dtypes) falls back
+    Lowered for any other platform it *is* ``lax.conv_general_dilated`` (JAX's derivative rules,
+    cuDNN / TPU convolutions; decided at lowering, see the module docstring). Anything outside the supported case (other layouts, dilation, groups, mixed dtypes) falls back
     to ``lax.conv_general_dilated`` itself, so results never differ.
     """
     nd = lhs.ndim - 2
@@ -374,10 +393,11 @@ def fast_conv_general_dilated(
             pads = padding
         pads = tuple((int(a), int(b)) for a, b in pads)
         supported = all(p[0] <= k - 1 for p, k in zip(pads, rhs.shape[0:2]))
-    if not supported:
+
+    def portable(a, b):
         return lax.conv_general_dilated(
-            lhs,
-            rhs,
+            a,
+            b,
             window_strides,
             padding,
             lhs_dilation=lhs_dilation,
@@ -388,7 +408,10 @@ def fast_conv_general_dilated(
             precision=precision,
             preferred_element_type=preferred_element_type,
         )
-    return _conv_nhwc(lhs, rhs, strides, pads, precision)
+
+    if not supported:
+        return portable(lhs, rhs)
+    return per_platform(lhs, rhs, cpu=lambda a, b: _conv_nhwc(a, b, strides, pads, precision), default=portable)
 
 
 def Conv(features: int, kernel_size, *, fast: bool = True, **kwargs) -> nn.Conv:  # noqa: N802
@@ -438,24 +461,45 @@ def _window_max_jvp(primals, tangents):
     return y, jnp.sum(jnp.where(mask, t6, jnp.zeros((), t6.dtype)), axis=(-4, -2))
 
 
+def _reshape_max_pool(x, window):
+    *lead, h, w, c = x.shape
+    ho, wo = h // window, w // window
+    x = x[..., : ho * window, : wo * window, :]
+    x = x.reshape(*lead, ho, window, wo, window, c)
+    return _window_max(x)
+
+
+def _reduce_window_max_pool(x, window):
+    """flax's ``nn.max_pool(x, (k, k), strides=(k, k))``: ``lax.reduce_window`` with ``max``, whose
+    gradient is XLA's ``select_and_scatter`` with ``>=`` (the first maximum in window order)."""
+    dims = (1,) * (x.ndim - 3) + (window, window, 1)
+    return lax.reduce_window(x, -jnp.inf, lax.max, dims, dims, "VALID")  # a Python -inf: the max monoid
+
+
 def max_pool(x, window: int = 2):
     """Non-overlapping ``window x window`` max pooling of NHWC ``x`` (VALID: trailing rows/cols
     that do not fill a window are dropped, like ``nn.max_pool(x, (k, k), strides=(k, k))``).
 
-    Written as reshape + max: its gradient is a select, not the scatter of ``reduce_window``.
-    Gradient rule: each window's whole gradient goes to ONE maximum, the first in window order
-    (row-major: top row left to right, then the next row), as ``flax.linen.max_pool`` (XLA's
+    Lowered for the CPU it is reshape + max: its gradient is a select, not the scatter of
+    ``reduce_window`` (lever 3). Lowered for other platforms it is ``lax.reduce_window`` (flax's
+    ``nn.max_pool``): the reshape splits W next to the channel axis, which TPUs tile, and the
+    accelerators' ``select_and_scatter`` is not the CPU's slow path (decided at lowering,
+    :func:`advjax.models.platform.per_platform`).
+    Gradient rule, both ways: each window's whole gradient goes to ONE maximum, the first in
+    window order (row-major: top row left to right, then the next row), as ``flax.linen.max_pool`` (XLA's
     ``select_and_scatter`` with ``>=``) and PyTorch's ``max_pool2d`` do; ties (a constant MNIST
-    background, saturated pixels) are not split evenly as plain autodiff of ``max`` would. It is
-    a ``jax.custom_jvp``, so forward mode (``jax.jvp``, ``jax.hessian``) works too.
+    background, saturated pixels) are not split evenly as plain autodiff of ``max`` would. The CPU
+    version is a ``jax.custom_jvp`` and ``reduce_window`` has JAX's own JVP, so forward mode (``jax.jvp``,
+    ``jax.hessian``) works on every platform.
     """
-    *lead, h, w, c = x.shape
-    ho, wo = h // window, w // window
-    if ho == 0 or wo == 0:
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+        raise ValueError(f"max_pool: window must be a positive integer, got {window!r}")
+    window = int(window)
+    h, w = x.shape[-3], x.shape[-2]
+    if h // window == 0 or w // window == 0:
         raise ValueError(f"max_pool: window {window} larger than the {h}x{w} input")
-    x = x[..., : ho * window, : wo * window, :]
-    x = x.reshape(*lead, ho, window, wo, window, c)
-    return _window_max(x)
+    return per_platform(x, cpu=lambda a: _reshape_max_pool(a, window),
+                        default=lambda a: _reduce_window_max_pool(a, window))
 
 
 def global_avg_pool(x):

@@ -121,8 +121,10 @@ class ResNet(nn.Module):
 
 
 def resnet18(**kw) -> ResNet:
-    """ResNet-18, CIFAR stem (11.17M parameters for 10 classes)."""
-    return ResNet(stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512), shortcut="conv", **kw)
+    """ResNet-18, CIFAR stem (11.17M parameters for 10 classes); ``widths`` narrows it for CPU-scale
+    runs (default 64-128-256-512)."""
+    widths = tuple(kw.pop("widths", (64, 128, 256, 512)))
+    return ResNet(stage_sizes=(2, 2, 2, 2), widths=widths, shortcut="conv", **kw)
 
 
 def cifar_resnet(depth: int, **kw) -> ResNet:

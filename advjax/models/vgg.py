@@ -112,7 +112,15 @@ class VGG(nn.Module):
 
 
 def hldr_vgg(num_classes: int = 10, activation: str = "elu", dtype: Any = jnp.float32, **kw) -> VGG:
-    """The HLDR paper's VGG: VGG-16 convs with BN after each, ELU, dense 512, classifier."""
+    """The HLDR paper's VGG: VGG-16 convs with BN after each, ELU, dense 512, classifier.
+
+    Checked against §V of Schwartz & Ditzler: blocks of 2-2-3-3-3 3x3 convs with 64-128-256-512-512
+    channels, each block ending in 2x2 max pooling, batch norm after every conv, ELU instead of ReLU,
+    then "a fully connected layer of 512 neurons" before the softmax layer. Our convs have no bias
+    (batch norm follows; the released Keras code keeps them) and the dense layer has no batch norm
+    (the code has one after it, the paper does not mention it). Fashion-MNIST needs
+    ``input_shape=(32, 32, 1)`` (five poolings; the experiments pad 28 -> 32) and its own mean / std.
+    """
     kw.setdefault("hidden", (512,))
     return VGG(depth=16, batch_norm=True, num_classes=num_classes, activation=activation,
                dtype=dtype, **kw)

@@ -18,7 +18,9 @@ so gradients of any order (FGSM-GA's double backprop) stay on oneDNN:
 Selection (environment variable ``ADVJAX_CONV``, read when a model is traced):
 ``auto`` (default) uses oneDNN when the extra is installed and the build succeeds, silently
 keeping XLA otherwise; ``xla`` never uses it; ``onednn`` requires it and raises, saying why, when
-it is unavailable. ``ADVJAX_NATIVE_CACHE`` moves the build cache (default
+it is unavailable or when JAX's default backend is not the CPU. Either way oneDNN appears only in
+the CPU branch of each layer (``lax.platform_dependent``, :mod:`advjax.models.platform`), so a
+program exported for CUDA or TPU from this host holds XLA's convolutions, never these FFI calls. ``ADVJAX_NATIVE_CACHE`` moves the build cache (default
 ``~/.cache/advjax/native``); ``ADVJAX_ONEDNN_ROOT`` points at a oneDNN install (``include/`` and
 ``lib/``) other than the wheels'. oneDNN runs its own OpenMP threads (``OMP_NUM_THREADS``).
 
@@ -141,9 +143,23 @@ def status() -> tuple[bool, str]:
 
 
 def enabled(backend: str | None = None) -> bool:
-    """Whether convolutions on ``backend`` (default: JAX's default backend) go to oneDNN."""
+    """Whether convolutions on ``backend`` (default: JAX's default backend) go to oneDNN.
+
+    The model layers ask with ``backend="cpu"`` when they trace their CPU branch; programs lowered
+    for another platform never contain it (:mod:`advjax.models.platform`). In ``auto`` mode a
+    process whose computations run elsewhere (JAX's default backend is a GPU or TPU) does not use
+    oneDNN even in CPU branches (no build on an accelerator host). ``ADVJAX_CONV=onednn`` there is
+    a RuntimeError, not a silent False: the setting cannot be honoured where the work runs."""
     m = mode()
-    if m == "xla" or (backend or jax.default_backend()) != "cpu":
+    if m == "xla":
+        return False
+    default = jax.default_backend()
+    if m == "onednn" and default != "cpu":
+        raise RuntimeError(
+            f"ADVJAX_CONV=onednn, but JAX runs computations on {default!r}: the oneDNN convolutions "
+            "are an XLA:CPU extension and cannot run there. Unset ADVJAX_CONV (or set it to 'auto' or "
+            "'xla') on accelerator hosts; programs for GPU/TPU use XLA's own convolutions.")
+    if default != "cpu" or (backend or "cpu") != "cpu":
         return False
     ok, why = _load()
     if not ok and m == "onednn":

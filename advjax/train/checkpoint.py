@@ -95,35 +95,59 @@ def save_checkpoint(directory, state, meta: Optional[dict] = None, *, keep: int 
     """
     import orbax.checkpoint as ocp
 
+    from advjax.train import distributed as dist
+
     d = _abs(directory)
     d.mkdir(parents=True, exist_ok=True)
     paths, leaves, _ = _paths_and_leaves(state)
-    host = [np.asarray(x) for x in jax.device_get(leaves)]
+    host = [np.asarray(x) for x in dist.to_host(leaves)]  # sharded leaves gathered from every process
     step = int(np.asarray(getattr(state, "step", (meta or {}).get("step", 0))))
     name = _step_dir_name(step)
-    tmp = d / f".tmp_{name}_{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    multi, main = jax.process_count() > 1, jax.process_index() == 0
+    token = os.getpid()
+    if multi:  # one temporary directory for all processes: process 0's pid names it
+        from jax.experimental import multihost_utils
+        token = int(multihost_utils.broadcast_one_to_all(np.int32(token)))
+    tmp = d / f".tmp_{name}_{token}"
+    if main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    dist.barrier(f"advjax-ckpt-{name}-begin")
     try:
         ocp.PyTreeCheckpointer().save(tmp / "state", {f"leaf_{i:05d}": a for i, a in enumerate(host)})
-        manifest = {
-            "format": FORMAT,
-            "step": step,
-            "meta": meta or {},
-            "leaves": [{"path": p, "shape": list(a.shape), "dtype": str(a.dtype)} for p, a in zip(paths, host)],
-            "files": _hash_files(tmp / "state"),
-        }
-        with open(tmp / "manifest.json", "w") as f:
-            json.dump(manifest, f)
-            f.flush()
-            os.fsync(f.fileno())
+        if main:
+            manifest = {
+                "format": FORMAT,
+                "step": step,
+                "meta": meta or {},
+                "leaves": [{"path": p, "shape": list(a.shape), "dtype": str(a.dtype)} for p, a in zip(paths, host)],
+                "files": _hash_files(tmp / "state"),
+            }
+            with open(tmp / "manifest.json", "w") as f:
+                json.dump(manifest, f)
+                f.flush()
+                os.fsync(f.fileno())
     except BaseException:  # a failed save leaves nothing behind (a kill -9 leaves a .tmp_, removed next time)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     final = d / name
+    if multi:
+        dist.barrier(f"advjax-ckpt-{name}-written")
+        if main:
+            _commit(d, tmp, final, name, keep, token)
+        dist.barrier(f"advjax-ckpt-{name}-committed")
+        return final
+    _commit(d, tmp, final, name, keep, token)
+    return final
+
+
+def _commit(d: pathlib.Path, tmp: pathlib.Path, final: pathlib.Path, name: str, keep: int, token: int) -> None:
+    """Rename a complete temporary checkpoint into place and prune old and stale ones."""
+    os_pid = token
     if final.exists():
-        old = d / f".old_{name}_{os.getpid()}"
+        old = d / f".old_{name}_{os_pid}"
         final.rename(old)
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
@@ -132,9 +156,8 @@ def save_checkpoint(directory, state, meta: Optional[dict] = None, *, keep: int 
     for stale in list_checkpoints(d)[keep:]:
         shutil.rmtree(stale, ignore_errors=True)
     for junk in d.iterdir():
-        if junk.name.startswith((".tmp_", ".old_")) and not junk.name.endswith(f"_{os.getpid()}"):
+        if junk.name.startswith((".tmp_", ".old_")) and not junk.name.endswith(f"_{os_pid}"):
             shutil.rmtree(junk, ignore_errors=True)
-    return final
 
 
 def verify_checkpoint(path) -> dict:
@@ -207,7 +230,17 @@ def restore_checkpoint(directory, target) -> Optional[tuple[Any, dict, pathlib.P
     Returns ``(state, meta, path)`` with host (numpy) leaves in ``target``'s tree (static fields
     from ``target``), or None if there is no usable checkpoint. Corrupt ones are skipped with a
     ``CheckpointCorruptionWarning``; a checkpoint of a different configuration raises ValueError.
+    With several processes every process must call it; they must choose the same checkpoint
+    (``advjax.train.distributed.DistributedError`` otherwise, e.g. directories that are not shared).
     """
+    from advjax.train import distributed as dist
+
+    out = _restore_newest(directory, target)
+    dist.agree(None if out is None else [out[2].name, out[1]], f"the checkpoint to restore from {_abs(directory)}")
+    return out
+
+
+def _restore_newest(directory, target):
     t_paths, t_leaves, treedef = _paths_and_leaves(target)
     for p in list_checkpoints(directory):
         try:

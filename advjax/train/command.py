@@ -17,7 +17,7 @@ import sys
 
 from advjax.train.config import TrainConfig
 
-__all__ = ["configure_parser", "run", "config_from_args"]
+__all__ = ["configure_parser", "run", "config_from_args", "add_distributed_flags", "start_distributed"]
 
 
 def _number(s: str) -> float:
@@ -97,8 +97,31 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                    "directory; default runs/default); rerunning with it resumes")
     p.add_argument("--no-progress", action="store_true",
                    help="no live progress bar (for logs); the one-line summary of each epoch is still printed")
-    p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() first")
+    add_distributed_flags(p)
     return p
+
+
+def add_distributed_flags(p: argparse.ArgumentParser) -> None:
+    """``--distributed`` and the coordinator flags (shared by ``advjax train`` and ``advjax eval``)."""
+    g = p.add_argument_group("several processes (README, Multi-host)")
+    g.add_argument("--distributed", action="store_true",
+                   help="run as one of several processes (jax.distributed.initialize): the coordinator from the flags "
+                        "below, else JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, else jax's "
+                        "auto-detection (SLURM, Open MPI, cloud TPU); launch every process with the same flags")
+    g.add_argument("--coordinator-address", help="HOST:PORT of process 0 (implies --distributed)")
+    g.add_argument("--num-processes", type=int, help="number of processes (implies --distributed)")
+    g.add_argument("--process-id", type=int, help="this process's id, 0 .. N-1 (implies --distributed)")
+
+
+def start_distributed(args, command: str) -> bool:
+    """Initialize several-process JAX if the flags ask for it; a bad set-up is a ValueError."""
+    flags = (getattr(args, "coordinator_address", None), getattr(args, "num_processes", None),
+             getattr(args, "process_id", None))
+    if not getattr(args, "distributed", False) and all(f is None for f in flags):
+        return False
+    from advjax.train.distributed import initialize
+
+    return initialize(*flags)
 
 
 _TOP = ("model", "dataset", "data_dir", "shuffle_seed", "train_split", "test_split", "method", "eps", "epochs",
@@ -133,16 +156,17 @@ def config_from_args(args) -> TrainConfig:
 
 
 def run(args) -> int:
-    from advjax.train.mesh import initialize_distributed
-
     try:
         cfg = config_from_args(args)
         cfg.validate()
     except (ValueError, FileNotFoundError) as e:
         print(f"advjax train: error: {e}", file=sys.stderr)
         return 2
-    if args.distributed:
-        initialize_distributed(auto_detect=True)
+    try:
+        start_distributed(args, "train")
+    except ValueError as e:
+        print(f"advjax train: error: {e}", file=sys.stderr)
+        return 2
     from advjax.train.loop import fit
 
     try:
@@ -151,7 +175,9 @@ def run(args) -> int:
         print(f"advjax train: error: {e}", file=sys.stderr)
         return 2
     last = result.history[-1] if result.history else {}
-    print(json.dumps({"run_dir": str(result.run_dir), "best": result.best, "last": last}))
+    from advjax.train.distributed import is_main
+    if is_main():  # one summary line per run, not one per process
+        print(json.dumps({"run_dir": str(result.run_dir), "best": result.best, "last": last}))
     return 0
 
 

@@ -22,6 +22,21 @@ with an error rather than starting again from step 0 over the old metrics.
 
 In memory: ``fit(config, train_data=..., run_dir=None, monitor=False)`` (or ``run_dir=None`` in
 the config) writes and reads no files and returns the trained state and the per-epoch history.
+
+Feeding the device: while step ``b`` runs (dispatch is asynchronous), the host gathers and places
+batch ``b + 1``; the progress bar shows the loss of the step before the newest one, so the loop
+never waits on ``float(loss)`` of the step it just launched. The numbers are those of a loop that
+waits (same steps, same order).
+
+Several processes (after ``advjax.train.distributed.initialize``): the same ``fit`` call in every
+process. The configurations must agree (checked first; process 0's error names the differing
+keys); the mesh spans every process's devices; each process converts and transfers only its rows
+of every global batch (the same global order as one process) and the batch is assembled with
+``jax.make_array_from_process_local_data``; the monitor shards its batches the same way and counts
+globally; checkpoints are written and restored by all processes together
+(``advjax.train.checkpoint``); only process 0 writes config.json, metrics.jsonl and curves.png and
+prints. Parameters equal a one-process run on the same global batch to float tolerance (XLA may sum
+the gradient in another order).
 """
 from __future__ import annotations
 
@@ -38,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from advjax.train import checkpoint as ckpt
+from advjax.train import distributed as dist
 from advjax.train.config import TrainConfig, config_diff
 from advjax.train.mesh import batch_sharding, check_batch_size, make_mesh, replicated, state_sharding
 from advjax.train.optim import make_optimizer
@@ -129,7 +145,8 @@ def make_eval_fn(model, mesh, eps, steps, alpha, domain=(0.0, 1.0)):
 
 
 def evaluate(eval_fn, variables, x, y, batch_size, key, mesh) -> tuple[float, float]:
-    """Clean and PGD accuracy over (x, y), padding the last batch (masked)."""
+    """Clean and PGD accuracy over (x, y), padding the last batch (masked). The counts are global
+    (summed over every process's rows) and read once, after the last batch was launched."""
     n = len(x)
     if n == 0:
         return float("nan"), float("nan")
@@ -143,7 +160,7 @@ def evaluate(eval_fn, variables, x, y, batch_size, key, mesh) -> tuple[float, fl
             xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
             yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
             m = np.concatenate([m, np.zeros(pad, np.float32)])
-        batch = jax.device_put((xb, yb, m), batch_sharding(mesh))
+        batch = dist.shard_host_batch((xb, yb, m), mesh)  # each process places only its rows
         outs.append(eval_fn(variables, *batch, jax.random.fold_in(key, i)))
     for c, a in outs:
         clean += int(c)
@@ -207,7 +224,8 @@ def _restore_for_resume(run_dir: pathlib.Path, state):
     restored = ckpt.restore_checkpoint(best, state)
     if restored is not None:
         why = f"all {n_last} checkpoint(s) under {last} are corrupt" if n_last else f"{last} holds no checkpoint"
-        print(f"[advjax] {why}: resuming from the best checkpoint {restored[2]} instead (epoch "
+        if jax.process_index() == 0:
+            print(f"[advjax] {why}: resuming from the best checkpoint {restored[2]} instead (epoch "
               f"{restored[1]['epoch']}); later epochs are trained again", file=sys.stderr)
         return restored
     n_best = len(ckpt.list_checkpoints(best))
@@ -242,6 +260,10 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
     if config.run_dir is not None:  # resolved once, here: relative to the current directory
         config = config.replace(run_dir=str(_absolute(config.run_dir)))
     config.validate()
+    dist.check_same_config(config.to_dict(), "training configuration")  # (several processes only)
+    main = dist.is_main()
+    if not main:  # process 0 reports; the others only compute
+        progress = log = False
     mesh = make_mesh(config.devices)
     check_batch_size(config.batch_size, mesh)
     eval_bs = config.eval_batch_size or config.batch_size
@@ -270,7 +292,12 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
     if model is None:
         model = config.build_model()
     in_memory = config.run_dir is None
-    run_dir = None if in_memory else prepare_run_dir(config)
+    run_dir = None
+    if not in_memory:  # process 0 creates the directory and config.json; the others then check it
+        run_dir = prepare_run_dir(config) if main else None
+        dist.barrier("advjax-run-dir")
+        if not main:
+            run_dir = prepare_run_dir(config)
 
     ups = int(getattr(method, "updates_per_step", 1))
     tx, schedule = make_optimizer(config.optimizer, config.epochs * spe * ups, spe * ups)
@@ -284,10 +311,11 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
     restored = None if in_memory else _restore_for_resume(run_dir, state)
     if restored is not None:
         state, meta, path = restored
-        print(f"[advjax] resuming from {path} (epoch {meta['epoch']}, batch {meta['batch']})", file=sys.stderr)
+        if main:
+            print(f"[advjax] resuming from {path} (epoch {meta['epoch']}, batch {meta['batch']})", file=sys.stderr)
     history = list(meta["history"])
     best = meta["best"]
-    if not in_memory:
+    if not in_memory and main:
         with open(run_dir / "metrics.jsonl", "w") as f:  # exactly the records of completed epochs
             for rec in history:
                 f.write(json.dumps(rec) + "\n")
@@ -342,6 +370,13 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
         m = {"epoch": epoch, "batch": batch, "history": history, "best": best, "sums": sums_host}
         ckpt.save_checkpoint(run_dir / "checkpoints" / "last", state, m, keep=config.keep)
 
+    rows = dist.local_rows(mesh, config.batch_size)  # this process's block of every global batch
+
+    def put_batch(epoch_order_, b):
+        """Batch ``b`` of the epoch as global arrays; this process converts and sends only its rows."""
+        idx = epoch_order_[b * config.batch_size:(b + 1) * config.batch_size][rows]
+        return dist.global_batch((_to_float(x_tr[idx]), y_tr[idx].astype(np.int32)), mesh, config.batch_size)
+
     def log_line(line):  # the per-epoch log: kept with or without the live bar
         if bar is not None:
             bar.write(line, file=sys.stdout)
@@ -359,20 +394,28 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
                 sums = dict(zero_sums)
             sums = jax.device_put(sums, repl)
             t0, timed_from = time.perf_counter(), start
+            batch = put_batch(order, start) if start < spe else None
+            shown = None  # the metrics of the previous step: read once the next step is queued
             for b in range(start, spe):
-                idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-                batch = jax.device_put((_to_float(x_tr[idx]), y_tr[idx].astype(np.int32)), data_sh)
                 state, sums, metrics = step_fn(state, sums, batch)
+                if b + 1 < spe:  # prefetch: placed while this step runs
+                    batch = put_batch(order, b + 1)
                 if not compiled:  # images/s excludes the one compilation
                     jax.block_until_ready(metrics)
                     compiled, t0, timed_from = True, time.perf_counter(), b + 1
                 if bar is not None:
                     bar.update(config.batch_size)
+                    if shown is not None:
+                        bar.set_postfix(epoch=epoch + 1, loss=f"{float(shown['loss']):.4f}",
+                                        acc=f"{float(shown.get('acc', jnp.nan)):.3f}")
+                        shown = None
                     if (b + 1) % log_every == 0 or b + 1 == spe:
-                        bar.set_postfix(epoch=epoch + 1, loss=f"{float(metrics['loss']):.4f}",
-                                        acc=f"{float(metrics.get('acc', jnp.nan)):.3f}")
+                        shown = metrics
                 if config.ckpt_every and (b + 1) % config.ckpt_every == 0 and b + 1 < spe:
                     save_last(epoch, b + 1, {k: float(v) for k, v in jax.device_get(sums).items()})
+            if bar is not None and shown is not None:  # the epoch's last step: done once its sums are read
+                bar.set_postfix(epoch=epoch + 1, loss=f"{float(shown['loss']):.4f}",
+                                acc=f"{float(shown.get('acc', jnp.nan)):.3f}")
             sums_host = {k: float(v) for k, v in jax.device_get(sums).items()}
             train_time = time.perf_counter() - t0
             done = spe - timed_from
@@ -389,11 +432,12 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
                             "eval_eps": eval_eps, "eval_steps": config.eval_steps})
             rec["images_per_s"] = done * config.batch_size / train_time if done and train_time > 0 else float("nan")
             history.append(rec)
-            if not in_memory:
+            if not in_memory and main:
                 with open(run_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(rec) + "\n")
             if monitor and (best is None or te_adv > best["test_pgd_acc"]):
                 best = {"epoch": epoch + 1, "test_pgd_acc": te_adv, "test_clean_acc": te_clean}
+                dist.agree(best, "the best epoch")  # global counts: every process chose the same
                 if not in_memory:
                     ckpt.save_checkpoint(run_dir / "checkpoints" / "best", state, {"epoch": epoch + 1, "batch": 0, "best": best,
                                                                                   "history": history, "sums": None}, keep=1)
@@ -409,6 +453,6 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
     finally:
         if bar is not None:
             bar.close()
-    if not in_memory and (len(history) > len(meta["history"]) or not (run_dir / "curves.png").exists()):
+    if not in_memory and main and (len(history) > len(meta["history"]) or not (run_dir / "curves.png").exists()):
         plot_curves(history, run_dir / "curves.png")  # (not redrawn by a rerun that had nothing to train)
     return FitResult(state=state, history=history, run_dir=run_dir, best=best)

@@ -9,8 +9,9 @@ gradients, silently gives device-count-times too large gradients for replicated 
 default ``check_vma=True``: their gradients are already summed across devices. We do not do that;
 tests/test_sharding.py checks it.)
 
-For several hosts call ``initialize_distributed()`` first (``jax.distributed.initialize``), then
-build the mesh over ``jax.devices()`` (all hosts' devices).
+For several processes (hosts) call ``advjax.train.distributed.initialize()`` first, then build the
+mesh over ``jax.devices()`` (every process's devices, process by process, so each process feeds one
+contiguous block of the batch; see ``advjax.train.distributed.local_rows``).
 """
 from __future__ import annotations
 
@@ -29,11 +30,19 @@ DATA_AXIS = "data"
 
 def make_mesh(num_devices: Optional[int] = None, devices: Optional[Sequence] = None) -> Mesh:
     """A 1-D mesh with axis ``"data"`` over ``devices`` (default: the first ``num_devices`` of
-    ``jax.devices()``, all of them if None). Axis type Auto (sharding propagated by XLA)."""
+    ``jax.devices()``, all of them if None). Axis type Auto (sharding propagated by XLA).
+
+    With several processes the mesh spans every device of every process (a subset would leave a
+    process without a share of the batch): ``num_devices`` must then be None or all of them."""
     if devices is None:
         all_devices = jax.devices()
         if num_devices is None:
             num_devices = len(all_devices)
+        if jax.process_count() > 1 and num_devices != len(all_devices):
+            raise ValueError(f"with {jax.process_count()} processes the mesh spans all {len(all_devices)} devices; "
+                             f"got num_devices={num_devices!r} (leave --devices unset)")
+        if jax.process_count() > 1:  # process by process, so each one holds a contiguous block of the batch
+            all_devices = sorted(all_devices, key=lambda d: (d.process_index, d.id))
         if not isinstance(num_devices, int) or num_devices < 1:
             raise ValueError(f"num_devices must be a positive integer, got {num_devices!r}")
         if num_devices > len(all_devices):
@@ -54,7 +63,8 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def check_batch_size(batch_size: int, mesh_or_count) -> None:
     n = mesh_or_count if isinstance(mesh_or_count, int) else mesh_or_count.size
     if batch_size % n:
-        raise ValueError(f"batch size {batch_size} is not divisible by the number of devices ({n}); "
+        raise ValueError(f"batch size {batch_size} is not divisible by the number of devices ({n}"
+                         f"{', over all processes' if jax.process_count() > 1 else ''}); "
                          f"use a multiple of {n}, e.g. {max(n, batch_size // n * n)}")
 
 
@@ -92,19 +102,16 @@ def replicate(tree, mesh: Mesh):
 
 def initialize_distributed(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
                            process_id: Optional[int] = None, **kw) -> bool:
-    """Start multi-host JAX (``jax.distributed.initialize``) when asked to, else do nothing.
+    """Start multi-process JAX when asked to, else do nothing (kept for callers of the old name).
 
-    Arguments default to the environment (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``,
-    ``JAX_PROCESS_ID``) or to the cluster auto-detection of jax (SLURM, TPU pods, ...). Returns True
-    if jax.distributed was initialized. Call before anything touches a device.
-    """
-    coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
-    if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
-        num_processes = int(os.environ["JAX_NUM_PROCESSES"])
-    if process_id is None and os.environ.get("JAX_PROCESS_ID"):
-        process_id = int(os.environ["JAX_PROCESS_ID"])
-    if coordinator_address is None and num_processes is None and not kw.pop("auto_detect", False):
+    ``auto_detect=True`` (what ``--distributed`` passes) always initializes, leaving what is not
+    given to the environment and jax's cluster auto-detection; without it, this only initializes
+    when an address or a process count is given here or in the environment. See
+    ``advjax.train.distributed.initialize``. Returns True if jax.distributed is initialized."""
+    from advjax.train import distributed
+
+    auto = kw.pop("auto_detect", False)
+    if not auto and coordinator_address is None and num_processes is None \
+            and not os.environ.get("JAX_COORDINATOR_ADDRESS") and not os.environ.get("JAX_NUM_PROCESSES"):
         return False
-    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id, **kw)
-    return True
+    return distributed.initialize(coordinator_address, num_processes, process_id, **kw)

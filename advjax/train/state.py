@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-__all__ = ["TrainState", "create_train_state", "apply_model"]
+__all__ = ["TrainState", "create_train_state", "apply_model", "check_key"]
 
 
 class TrainState(struct.PyTreeNode):
@@ -24,8 +24,10 @@ class TrainState(struct.PyTreeNode):
 
     Leaves: ``step`` (int32 scalar, number of optimizer updates applied), ``params``,
     ``batch_stats`` (``{}`` for models without batch norm), ``opt_state`` (of ``tx``), ``key``
-    (the run's base PRNG key, raw uint32[2]; per-step keys are ``fold_in(key, step)``) and
-    ``extra`` (a dict of method-owned state, ``{}`` by default).
+    (the run's base PRNG key as :func:`create_train_state` was given it: a raw uint32 key of the
+    default implementation, ``uint32[2]`` for threefry, ``uint32[4]`` under
+    ``jax_default_prng_impl=rbg``, or a typed key from ``jax.random.key``; per-step keys are
+    ``fold_in(key, step)``) and ``extra`` (a dict of method-owned state, ``{}`` by default).
     Static: ``model`` (flax.linen Module) and ``tx`` (optax.GradientTransformation).
     """
 
@@ -104,20 +106,44 @@ def _init_variables(model, key, input_shape, batch_size):
     return model.init(key, x, train=False)
 
 
+def check_key(key, where: str = "create_train_state"):
+    """``key`` as a JAX array if it is a PRNG key JAX can split, else a ValueError saying what is
+    accepted.
+
+    Accepted: a typed key (``jax.random.key(seed)``, ``jax.random.key(seed, impl="rbg")``, any
+    implementation; a scalar) or a raw key of the *default* implementation (``jax.random.PRNGKey``:
+    ``uint32[2]`` for threefry2x32, ``uint32[4]`` for ``rbg`` / ``unsafe_rbg``, which TPU users
+    often set with ``jax.config.update("jax_default_prng_impl", "rbg")``). A raw key of another
+    implementation's shape would be misread, so it is refused: wrap it with
+    ``jax.random.wrap_key_data(data, impl=...)``."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"{where}: expected one typed PRNG key (shape ()), got a key array of shape {key.shape}")
+        return key
+    key = jnp.asarray(key)
+    want = tuple(jax.eval_shape(lambda: jax.random.PRNGKey(0)).shape)
+    impl = jax.config.jax_default_prng_impl
+    if key.dtype != jnp.uint32 or key.shape != want:
+        raise ValueError(
+            f"{where}: key must be a PRNG key: jax.random.PRNGKey(seed) (raw uint32{list(want)} for the "
+            f"default implementation {impl!r}) or a typed jax.random.key(seed[, impl=...]); got "
+            f"{key.dtype}{list(key.shape)}")
+    return key
+
+
 def create_train_state(model, tx, key, *, input_shape=None, variables=None, batch_size: int = 1,
                        extra=None) -> TrainState:
     """Initialize a TrainState.
 
-    ``key`` (raw uint32[2] PRNG key) is split into the init key and the run key stored in the
-    state. ``variables`` (a flax variables dict) overrides initialization (e.g. fine-tuning).
+    ``key`` (a raw PRNG key of the default implementation or a typed key, see :func:`check_key`)
+    is split into the init key and the run key stored in the state (same kind as given). ``variables`` (a flax variables dict) overrides initialization (e.g. fine-tuning).
     ``input_shape`` (per example) is only needed when the model has no ``input_shape`` field and
     ``advjax.models.init_variables`` is unavailable.
     """
     if not isinstance(tx, optax.GradientTransformation):
         raise ValueError(f"create_train_state: tx must be an optax.GradientTransformation, got {type(tx).__name__}")
-    key = jnp.asarray(key)
-    if key.dtype != jnp.uint32 or key.shape != (2,):
-        raise ValueError(f"create_train_state: key must be a raw PRNG key uint32[2] (jax.random.PRNGKey), got {key.dtype}{key.shape}")
+    key = check_key(key)
     init_key, run_key = jax.random.split(key)
     if variables is None:
         variables = _init_variables(model, init_key, input_shape, batch_size)

@@ -53,9 +53,10 @@ class Scale:
         data = ("the CIFAR training set" if self.data in ("cifar10", "cifar100") else
                 f"{self.n_train} images of the CIFAR-10 test-set copy in ../shared/data (JPEG q75; a fixed "
                 f"stratified split, evaluated on {self.n_eval} of the other 1000)")
-        ms = ", ".join(str(m) for m in self.milestones) or "never"
+        ms = ", ".join(str(m) for m in self.milestones)
+        sched = f"divided by 5 at epochs {ms}" if ms else "constant"
         return (f"scale `{self.name}`: {self.model} {dict(self.model_kwargs) or ''} on {data}, {self.epochs} "
-                f"epochs, batch {self.batch_size}, SGD Nesterov 0.9 lr {self.lr:g} divided by 5 at epochs {ms}, "
+                f"epochs, batch {self.batch_size}, SGD Nesterov 0.9 lr {self.lr:g} {sched}, "
                 f"weight decay {self.weight_decay:g}, augmentation {'flip + crop' if self.augment else 'none'}; "
                 f"layer eps {LAYER_EPS:g} (eps_l = eps (M - m)), FGS-orig training eps {INPUT_EPS:g}; seeds "
                 f"{list(self.seeds)}")

@@ -33,9 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from advjax.analysis import landscape
 from advjax.analysis import lsa as lsa_analysis
 from advjax.analysis import plots
 from advjax.attacks import APGD, FGSM, PGD, get_attack
+from advjax.losses.ce import two_logits
 from advjax.losses.lsa import at_lr_name
 from experiments import claims as C
 from experiments.base import Experiment, ExperimentResult
@@ -234,7 +236,7 @@ def run_config(cfg: MoonConfig, out_dir, seed: int = 0, scale: str = "cpu") -> E
 
     # ---------------- plots (first seed)
     t0 = time.perf_counter()
-    plot_files = []
+    plot_files, landscape_rough = [], {}
     rg_fgsm_mean = {n: float(np.mean(np.sum(fgsm[n], 1))) for n in names}
     if cfg.plots:
         perts = lsa_analysis.default_perturbations(cfg.train_eps, domain=None)
@@ -281,6 +283,15 @@ def run_config(cfg: MoonConfig, out_dir, seed: int = 0, scale: str = "cpu") -> E
                                    {n: np.mean(np.asarray(losses[n]), 0).tolist() for n in names},
                                    "training loss per epoch, mean over seeds (Table 2 models)")
         plot_files += ["decision_boundaries.png", "training_loss.png"]
+        # the loss landscapes the paper draws beside Fig. 7's boundaries: the loss around the Fig. 7
+        # sample along its FGSM direction and a random orthogonal one, for the models of the LSA panels
+        ls_fn = lambda vv, z: two_logits(features_fn(vv, z)[0])  # noqa: E731  (one compile for all)
+        lss = {n: landscape.loss_landscape(ls_fn, variables[n], sample[None], np.asarray([label], np.int32), lk,
+                                           radius=2 * cfg.train_eps, steps=25) for n in ("Normal", "AT-PGD", best_lr)}
+        landscape_rough = {n: float(landscape.roughness(v)[0]) for n, v in lss.items()}
+        landscape.plot_landscapes(lss, out_dir / "loss_landscapes.png", eps_unit=1.0,
+                                  title=f"loss around the Fig. 7 sample (± {2 * cfg.train_eps:g} along FGSM / random)")
+        plot_files.append("loss_landscapes.png")
     t_plots = time.perf_counter() - t0
 
     # ---------------- markdown
@@ -345,6 +356,9 @@ def run_config(cfg: MoonConfig, out_dir, seed: int = 0, scale: str = "cpu") -> E
            "| model | " + " | ".join(f"L{i}" for i in range(len(mvl_normal.cm))) + " | MVL |",
            "|---|" + "---|" * (len(mvl_normal.cm) + 1), *mvl_rows, "",
            "How the MVL list of the normally trained model changes with eta:", "", eta_table, "",
+           *([f"Loss landscapes around the Fig. 7 sample (`loss_landscapes.png`, radius 2 eps along the FGSM "
+              "direction and a random orthogonal one; roughness = mean |discrete Laplacian|, lower is smoother): "
+              + ", ".join(f"{n} {r:.3g}" for n, r in landscape_rough.items()) + ".", ""] if landscape_rough else []),
            "## Setup", "",
            f"- data: {data_src} (first seed); {len(x)} train / {len(xt)} test points per seed, a new sample per seed",
            f"- model: Model A ({model_src})",
@@ -375,7 +389,8 @@ def run_config(cfg: MoonConfig, out_dir, seed: int = 0, scale: str = "cpu") -> E
                "mvl": mvls, "mvl_normal": {"layers": list(mvl_normal.layers), "cm": list(mvl_normal.cm),
                                            "mu": mvl_normal.mu, "sigma": mvl_normal.sigma},
                "times_s": {"train": t_train, "train_per_base": train_times, "eval": t_eval, "autoattack": t_aa,
-                           "lsa": t_lsa, "plots": t_plots}, "training_loss": losses}
+                           "lsa": t_lsa, "plots": t_plots}, "training_loss": losses,
+               "landscape_roughness": landscape_rough}
     return ExperimentResult(markdown="\n".join(md), config=config, metrics=metrics, plots=plot_files)
 
 

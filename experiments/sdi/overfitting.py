@@ -31,6 +31,9 @@ import dataclasses
 import json
 import pathlib
 
+import jax
+import numpy as np
+
 from experiments import claims as C
 from experiments.base import Experiment, ExperimentResult, fmt
 from experiments.sdi import paper_values as PV
@@ -198,6 +201,23 @@ def render_claims(histories: dict, n_monitor: int) -> list[str]:
             C.table(verdicts), "", f"Summary: {C.summary(verdicts)}.", ""]
 
 
+def landscapes(states: dict, x_te, y_te, eps: float, path, *, n: int = 4, seed: int = 0) -> dict:
+    """Loss landscapes (advjax.analysis.landscape) of each final model on the same ``n`` held-out
+    images; writes the plot of the first image and returns each model's mean roughness."""
+    from advjax import models
+    from advjax.analysis import landscape
+
+    x = np.asarray(x_te[:n])
+    x = (x.astype(np.float32) / 255.0) if x.dtype == np.uint8 else x.astype(np.float32)
+    y = np.asarray(y_te[:n], np.int32)
+    lss = {label: landscape.loss_landscape(models.logits_fn(st.model), st.variables(), x, y, jax.random.PRNGKey(seed),
+                                           radius=2 * eps, steps=21, domain=(0.0, 1.0))
+           for label, st in states.items()}
+    landscape.plot_landscapes(lss, path, eps_unit=1 / 255,
+                              title=f"loss around a held-out image (± {2 * eps * 255:.0f}/255 along FGSM / random)")
+    return {label: float(np.mean(landscape.roughness(v))) for label, v in lss.items()}
+
+
 def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> ExperimentResult:
     key = "quick" if quick else scale
     if key not in SCALES:
@@ -206,7 +226,7 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     out_dir = pathlib.Path(out_dir)
     (x_tr, y_tr), (x_te, y_te) = load_split(sc)
     methods = _methods(sc.eps)
-    histories, metrics = {}, {"runs": {}}
+    histories, metrics, states = {}, {"runs": {}}, {}
     for label in sc.methods:
         name, kw = methods[label]
         res = train_one(out_dir / "runs" / name / label.replace(" ", "_"), name, kw, model=sc.model,
@@ -215,9 +235,13 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
                         batch_size=sc.batch_size, augment=sc.augment, optimizer=_optimizer(sc),
                         dataset="mnist" if sc.data.startswith("mnist") else "cifar10")
         histories[label] = res.history
+        if getattr(res, "state", None) is not None:
+            states[label] = res.state
         metrics["runs"][label] = {"history": res.history, "collapse_epoch": collapsed(res.history)}
         (out_dir / "partial.json").write_text(json.dumps(metrics, indent=1, default=float))
     plot(histories, out_dir / "overfitting.png", sc.eps)
+    rough = landscapes(states, x_te, y_te, sc.eps, out_dir / "loss_landscapes.png", seed=seed) if states else {}
+    metrics["landscape_roughness"] = rough
     differs = ("the thesis' setting" if key == "paper" else
                f"what differs from the thesis' setting (ResNet-18, 50k CIFAR-10 images, eps 8/255, 110 epochs "
                f"piecewise, PGD-10-AT as the multi-step reference): {sc.model}, {len(x_tr)} training images "
@@ -230,6 +254,11 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
         md.append(f"- {label}: " + ("no catastrophic overfitting seen" if ce is None
                                     else f"catastrophic overfitting at epoch {ce}"))
     md += [""] + render_claims(histories, sc.monitor)
+    md += ["", f"Loss landscapes of the final models (`loss_landscapes.png`, Li et al. style, the thesis' Fig. 32 tool): "
+           f"the loss around held-out images along their FGSM direction and a random orthogonal one, radius 2 eps; "
+           f"a model after catastrophic overfitting shows a distorted, non-linear landscape. Roughness (mean "
+           f"|discrete Laplacian| over 4 images, lower is smoother): "
+           + ", ".join(f"{k} {v:.3g}" for k, v in rough.items()) + "."]
     if key == "quick":
         from experiments.sdi._render import QUICK_NOTE
 
@@ -240,7 +269,7 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
             md.append(f"| {label} | {h['epoch']} | {fmt(100 * h['train_pgd_acc'])} | "
                       f"{fmt(100 * h['test_clean_acc'])} | {fmt(100 * h['test_pgd_acc'])} |")
     return ExperimentResult(markdown="\n".join(md), config={"scale": key, **dataclasses.asdict(sc), "seed": seed},
-                            metrics=metrics, plots=("overfitting.png",))
+                            metrics=metrics, plots=("overfitting.png",) + (("loss_landscapes.png",) if rough else ()))
 
 
 EXPERIMENT = Experiment(

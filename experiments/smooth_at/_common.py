@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Mapping, Optional, Sequence
 
+from experiments import claims as CL
 from experiments._cifar_cpu import cifar10_test_split
 
 EPS = 8 / 255
@@ -236,19 +237,32 @@ def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def claim(text: str, ours_holds: Optional[bool], detail: str, margin: Optional[float] = None,
           noise: Optional[float] = None) -> dict:
-    """One claim of the thesis checked against our numbers: ``holds`` True / False / None (not
-    decidable); "within noise" when |margin| is below the seeds' std (or 1 point with one seed)."""
-    verdict = "not checked" if ours_holds is None else ("holds" if ours_holds else "does not hold")
-    if ours_holds is not None and margin is not None:
-        lim = noise if noise is not None else 1.0
-        if abs(margin) < lim:
-            verdict += f" (within noise: a margin of {margin:+.1f} is below {lim:.1f} points)"
-    return {"claim": text, "verdict": verdict, "detail": detail}
+    """One claim of the thesis checked against our numbers, decided by :mod:`experiments.claims`.
+
+    ``ours_holds``: does the claim hold on the seed means (None: not decidable here); ``margin``: by
+    how much, in points (its sign is taken from ``ours_holds``); ``noise``: the seeds' spread or, with
+    one seed, a noise level standing in for it (1 point if not given). A claim without a margin
+    (e.g. "the loss is lower") is exact: yes or no. The verdict is yes / no / undecided within noise,
+    as everywhere in the runner."""
+    if ours_holds is None:
+        verdict = CL.NOT_DECIDABLE
+        signed = None
+    else:
+        if margin is None:
+            signed, lim = (1.0 if ours_holds else -1.0), 0.0
+        else:
+            signed, lim = (abs(margin) if ours_holds else -abs(margin)), (1.0 if noise is None else float(noise))
+        verdict = CL.decide(CL.Claim(text, "", lambda d: d["margin"]), [{"margin": signed}], noise=lim).verdict
+    return {"claim": text, "verdict": verdict, "detail": detail, "margin": signed, "noise": noise}
 
 
 def claims_markdown(claims: Sequence[dict]) -> str:
-    return table(["thesis claim", "at this scale", "our numbers"],
-                 [[c["claim"], c["verdict"], c["detail"]] for c in claims])
+    count = {}
+    for c in claims:
+        count[c["verdict"]] = count.get(c["verdict"], 0) + 1
+    return (table(["thesis claim", "holds at this scale?", "our numbers"],
+                  [[c["claim"], f"**{c['verdict']}**", c["detail"]] for c in claims])
+            + "\n\nSummary: " + ", ".join(f"{n} {k}" for k, n in count.items()) + ".")
 
 
 def header(sc: Scale, what: str) -> list[str]:
