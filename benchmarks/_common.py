@@ -271,6 +271,47 @@ def load_cifar10() -> tuple[np.ndarray, np.ndarray]:
         return z["x"].astype(np.float32) / 255.0, z["y"].astype(np.int32)
 
 
+def cifar10_sample(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` images of :func:`load_cifar10` drawn without replacement (float32 in [0, 1], int32)."""
+    x_all, y_all = load_cifar10()
+    idx = np.random.default_rng(seed).choice(len(x_all), n, replace=False)
+    return x_all[idx], y_all[idx]
+
+
+def pick(spec: str, known: Mapping, first: str | None = None) -> list[str]:
+    """The names of the comma list ``spec`` (each must be in ``known``: SystemExit naming them),
+    with the baseline ``first`` put in front when it is missing (ratios are taken against it)."""
+    wanted = [m.strip() for m in spec.split(",") if m.strip()]
+    for m in wanted:
+        if m not in known:
+            raise SystemExit(f"unknown method {m!r}; known: {', '.join(known)}")
+    if first is not None and first not in wanted:
+        wanted.insert(0, first)
+    return wanted
+
+
+def step_call(method, state, batch, *, steps_per_call: int = 1, seed: int = 1) -> tuple[float, Callable[[], object]]:
+    """(compile seconds, a call for :func:`interleave`) of ``method.step`` compiled once with the
+    state donated: each call runs ``steps_per_call`` steps, carrying the state and a fresh key per
+    step, and returns what to block on. ``method.init_state`` runs first where the method has one."""
+    import jax
+
+    if hasattr(method, "init_state"):
+        state = method.init_state(state, batch)
+    fn = jax.jit(lambda s, b, k: method.step(s, b, k), donate_argnums=(0,))
+    secs, fn = compile_seconds(fn, state, batch, jax.random.PRNGKey(seed))
+    box = {"state": state, "i": 0}
+
+    def call():
+        out = None
+        for _ in range(steps_per_call):
+            box["i"] += 1
+            box["state"], out = fn(box["state"], batch, jax.random.PRNGKey(box["i"]))
+        return box["state"].params, out
+
+    return secs, call
+
+
 # ------------------------------------------------------------------------------------------------
 # reporting
 # ------------------------------------------------------------------------------------------------

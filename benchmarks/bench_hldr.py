@@ -69,12 +69,7 @@ def main(argv=None) -> int:
     model = get_model("vgg_hldr", input_shape=(32, 32, 1), mean=(0.286,), std=(0.353,), width_factor=wf,
                       hidden=(max(8, int(512 * wf)),) if args.quick else (512,))
     v0 = numpy_init(model, args.seed, model.input_shape)
-    wanted = [m for m in args.methods.split(",") if m]
-    for m in wanted:
-        if m not in METHODS:
-            raise SystemExit(f"unknown method {m!r}; known: {', '.join(METHODS)}")
-    if "standard" not in wanted:
-        wanted.insert(0, "standard")
+    wanted = _common.pick(args.methods, METHODS, "standard")
     variants, comp = {}, {}
     for label in wanted:
         name, kw = METHODS[label]
@@ -82,19 +77,8 @@ def main(argv=None) -> int:
         m = hgd_defended(model, width_factor=wf) if name == "hgd" else model
         v = cv._defense_init(method, m, v0, jax.random.PRNGKey(1)) if name == "hgd" else v0
         st = create_train_state(m, cv._nadam(1e-3), jax.random.PRNGKey(args.seed), variables=v)
-        st = method.init_state(st, (x, y))
-        fn = jax.jit(lambda s, b, k, mm=method: mm.step(s, b, k), donate_argnums=(0,))
-        c, fn = _common.compile_seconds(fn, st, (x, y), jax.random.PRNGKey(1))
-        comp[label] = c
-        box = {"state": st, "i": 0}
-
-        def call(fn=fn, box=box):
-            box["i"] += 1
-            box["state"], out = fn(box["state"], (x, y), jax.random.PRNGKey(box["i"]))
-            return box["state"].params, out
-
-        variants[label] = call
-        print(f"{label}: compiled in {c:.1f} s", flush=True)
+        comp[label], variants[label] = _common.step_call(method, st, (x, y))
+        print(f"{label}: compiled in {comp[label]:.1f} s", flush=True)
     times = _common.interleave(variants, repeats, warmup=args.warmup)
     summ = {k: _common.summarize(t, batch) for k, t in times.items()}
     base = summ["standard"]["median_s"]

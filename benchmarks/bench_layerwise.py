@@ -54,7 +54,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     _common.configure(args.threads, args.xla_flags, args.conv)
     import jax
-    import numpy as np
     import optax
 
     from advjax import models
@@ -64,17 +63,8 @@ def main(argv=None) -> int:
     repeats = args.repeats or (1 if args.quick else 7)
     batch = 16 if args.quick else args.batch
     steps_per_call = 1 if args.quick else 3
-    x_all, y_all = _common.load_cifar10()
-    rng = np.random.default_rng(args.seed)
-    idx = rng.choice(len(x_all), batch, replace=False)
-    x = (x_all[idx].astype(np.float32) / 255.0) if x_all.dtype == np.uint8 else x_all[idx].astype(np.float32)
-    y = y_all[idx].astype(np.int32)
-    wanted = [m for m in args.methods.split(",") if m]
-    for m in wanted:
-        if m not in METHODS:
-            raise SystemExit(f"unknown method {m!r}; known: {', '.join(METHODS)}")
-    if "standard" not in wanted:
-        wanted.insert(0, "standard")
+    x, y = _common.cifar10_sample(batch, args.seed)
+    wanted = _common.pick(args.methods, METHODS, "standard")
     results = {"machine": _common.machine_info(args.threads), "batch": batch, "models": {}}
     for model_name in [m for m in args.models.split(",") if m]:
         kw = {}
@@ -87,21 +77,7 @@ def main(argv=None) -> int:
             method = get_method(name, **mkw)
             st = create_train_state(model, optax.sgd(0.01, momentum=0.9, nesterov=True),
                                     jax.random.PRNGKey(args.seed))
-            if hasattr(method, "init_state"):
-                st = method.init_state(st, (x, y))
-            fn = jax.jit(lambda s, b, k, m=method: m.step(s, b, k), donate_argnums=(0,))
-            c, fn = _common.compile_seconds(fn, st, (x, y), jax.random.PRNGKey(1))  # the executable
-            comp[label] = c
-            box = {"state": st, "i": 0}
-
-            def call(fn=fn, box=box):
-                out = None
-                for _ in range(steps_per_call):
-                    box["i"] += 1
-                    box["state"], out = fn(box["state"], (x, y), jax.random.PRNGKey(box["i"]))
-                return (box["state"].params, out)
-
-            variants[label] = call
+            comp[label], variants[label] = _common.step_call(method, st, (x, y), steps_per_call=steps_per_call)
         print(f"{model_name}: batch {batch}, {steps_per_call} step(s) per timed call, {repeats} round(s)", flush=True)
         times = _common.interleave(variants, repeats, warmup=args.warmup)
         rows, base = [], None

@@ -70,7 +70,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     _common.configure(args.threads, args.xla_flags, args.conv)
     import jax
-    import numpy as np
     import optax
 
     from advjax import models
@@ -79,36 +78,15 @@ def main(argv=None) -> int:
     repeats = args.repeats or (1 if args.quick else 7)
     batch = 16 if args.quick else args.batch
     widths = (8, 16, 32, 64) if args.quick else tuple(int(w) for w in args.widths.split(","))
-    x_all, y_all = _common.load_cifar10()
-    rng = np.random.default_rng(args.seed)
-    idx = rng.choice(len(x_all), batch, replace=False)
-    x = (x_all[idx].astype(np.float32) / 255.0) if x_all.dtype == np.uint8 else x_all[idx].astype(np.float32)
-    y = y_all[idx].astype(np.int32)
-    wanted = [m for m in args.methods.split(",") if m]
-    for m in wanted:
-        if m not in METHODS:
-            raise SystemExit(f"unknown method {m!r}; known: {', '.join(METHODS)}")
-    if "PGD-10-AT" not in wanted:
-        wanted.insert(0, "PGD-10-AT")
+    x, y = _common.cifar10_sample(batch, args.seed)
+    wanted = _common.pick(args.methods, METHODS, "PGD-10-AT")
     model = models.get_model("resnet18", widths=widths)
     variants, comp = {}, {}
     for label in wanted:
         name, mkw = METHODS[label]
         method = _method(name, mkw)
         st = create_train_state(model, optax.sgd(0.01, momentum=0.9), jax.random.PRNGKey(args.seed))
-        if hasattr(method, "init_state"):
-            st = method.init_state(st, (x, y))
-        fn = jax.jit(lambda s, b, k, m=method: m.step(s, b, k), donate_argnums=(0,))
-        c, fn = _common.compile_seconds(fn, st, (x, y), jax.random.PRNGKey(1))
-        comp[label] = c
-        box = {"state": st, "i": 0}
-
-        def call(fn=fn, box=box):
-            box["i"] += 1
-            box["state"], out = fn(box["state"], (x, y), jax.random.PRNGKey(box["i"]))
-            return (box["state"].params, out)
-
-        variants[label] = call
+        comp[label], variants[label] = _common.step_call(method, st, (x, y))
     print(f"resnet18 widths {widths}: batch {batch}, {repeats} round(s)", flush=True)
     times = _common.interleave(variants, repeats, warmup=args.warmup)
     summ = {k: _common.summarize(v, batch) for k, v in times.items()}

@@ -53,6 +53,15 @@ class Experiment:
     scales: tuple[str, ...] = SCALES
 
 
+def pick_scale(scales: Mapping[str, Any], scale: str, quick: bool):
+    """``scales[scale]`` (``scales["quick"]`` when ``quick``); an unknown name is a ValueError that
+    lists the known ones."""
+    key = "quick" if quick else scale
+    if key not in scales:
+        raise ValueError(f"unknown scale {scale!r}; use one of {sorted(set(scales) - {'quick'})} (or --quick)")
+    return scales[key]
+
+
 def fmt(v, digits: int = 2) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Optional
 
+from experiments import base
 from experiments import claims as CL
 from experiments._cifar_cpu import cifar10_test_split
 
@@ -91,10 +92,7 @@ PAPER_CONFIGS = {
 
 
 def pick_scale(scale: str, quick: bool) -> Scale:
-    key = "quick" if quick else scale
-    if key not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; use one of {sorted(set(SCALES) - {'quick'})} (or --quick)")
-    return SCALES[key]
+    return base.pick_scale(SCALES, scale, quick)
 
 
 def log(msg: str) -> None:

@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Mapping, Optional, Sequence
 
+from experiments import base
 from experiments import claims as CL
 from experiments._cifar_cpu import cifar10_test_split
 
@@ -90,11 +91,8 @@ SCALES = {"cpu": CPU, "quick": QUICK, "paper": PAPER_CIFAR}
 def pick_scale(scale: str, quick: bool, **cpu_overrides) -> Scale:
     """The scale by name (``quick`` wins); ``cpu_overrides`` change the ``cpu`` scale only (an
     experiment with more runs trains fewer epochs to stay under an hour)."""
-    key = "quick" if quick else scale
-    if key not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; use one of {sorted(set(SCALES) - {'quick'})} (or --quick)")
-    sc = SCALES[key]
-    return dataclasses.replace(sc, **cpu_overrides) if key == "cpu" and cpu_overrides else sc
+    sc = base.pick_scale(SCALES, scale, quick)
+    return dataclasses.replace(sc, **cpu_overrides) if sc is SCALES["cpu"] and cpu_overrides else sc
 
 
 def log(msg: str) -> None:
