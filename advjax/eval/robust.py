@@ -265,10 +265,14 @@ def sanity_checks(apply_fn, variables, x, y, key=None, msgs: list[str] | None = 
     k = out1.shape[-1]
     loss = _losses.dlr if k >= 3 else _losses.cross_entropy
     g = to_host(_grad_fn(apply_fn, loss)(variables, x, y))
-    zero = int((np.abs(g.reshape(g.shape[0], -1)).sum(-1) == 0).sum())
+    # only the correctly classified points, the ones the attacks run on (as the official APGD checks
+    # its first gradient): DLR is constant, so its gradient exactly zero, wherever the true class is
+    # the third-largest logit, which flags a sound model otherwise
+    right = np.argmax(out1, -1) == to_host(y)
+    zero = int(((np.abs(g.reshape(g.shape[0], -1)).sum(-1) == 0) & right).sum())
     if zero > 0:
-        _warn(msgs, f"there are {zero}/{g.shape[0]} points with zero gradient: gradient-based attacks may be "
-                    "unreliable (gradient masking?)")
+        _warn(msgs, f"there are {zero}/{int(right.sum())} correctly classified points with zero gradient: "
+                    "gradient-based attacks may be unreliable (gradient masking?)")
     return msgs
 
 

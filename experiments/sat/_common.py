@@ -7,9 +7,8 @@ the four SAT experiments share their trained models when written under the same 
 directory (``advjax reproduce sat-... --out results/`` trains PGD-AT once for all of them).
 Evaluations of finished runs are cached in ``<out_dir>/cache.json``.
 
-LAFEAT comes from ``advjax.attacks.lafeat`` (another engineer's module, used only through its
-documented interface: ``train_lafeat_heads``, ``LAFEAT(...).bind(model, heads)``); if it cannot be
-imported, LAFEAT columns are reported as "not run (LAFEAT missing)".
+LAFEAT comes from ``advjax.attacks.lafeat`` through its documented interface
+(``train_lafeat_heads``, ``LAFEAT(...).bind(model, heads)``).
 """
 from __future__ import annotations
 
@@ -28,7 +27,6 @@ from experiments._cifar_cpu import cifar10_test_split
 EPS = 8 / 255
 ALPHA = 2 / 255
 COLUMNS = ("Clean", "FGSM", "BIM-100", "PGD-100", "CW-inf", "AutoAttack-100", "LAFEAT-100")
-LAFEAT_MISSING = "not run (LAFEAT missing)"
 
 # the released code's values: lambda = 0.087 with its shift reduction (one Frobenius norm over the
 # batch, "batch"), beta = 0.1; the paper prints neither (lambda comes from the §6.1 search)
@@ -170,15 +168,6 @@ def cached(out_dir, name: str, key: dict, fn):
 # ------------------------------------------------------------------------------------------------
 # LAFEAT (through its documented interface only)
 # ------------------------------------------------------------------------------------------------
-
-def lafeat_available() -> bool:
-    try:
-        import advjax.attacks.lafeat  # noqa: F401
-        import advjax.attacks.lafeat_heads  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
 
 def lafeat_heads(run_dir, model, variables, x_train, sc: Scale, seed: int = 0):
     """The heads of this run's final weights: loaded from ``<run>/lafeat_heads/final`` when they

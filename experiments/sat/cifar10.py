@@ -20,14 +20,13 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     sc = C.pick_scale(scale, quick)
     data = C.load_data(sc)
     (x_tr, y_tr), (x_te, y_te) = data
-    have_lafeat = C.lafeat_available()
     table = {}
     for label in C.METHODS:
         res = C.train(out_dir, label, sc, data, seed=seed)
         model, variables = res.state.model, res.state.variables()
-        heads = C.lafeat_heads(res.run_dir, model, variables, x_tr, sc, seed) if have_lafeat else None
+        heads = C.lafeat_heads(res.run_dir, model, variables, x_tr, sc, seed)
         table[label] = C.cached(out_dir, "table1", {"label": label, "step": int(res.state.step), "n": len(x_te),
-                                                    "scale": sc.name, "lafeat": have_lafeat},
+                                                    "scale": sc.name},
                                 lambda: C.evaluate(model, variables, x_te, y_te, sc, heads, seed))
         C.log(f"  {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in table[label].items()))
 
@@ -35,8 +34,7 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, accs in table.items():
         paper = dict(zip(P.COLUMNS, P.TABLE1_RESNET18[label]))
-        cells = [f"{fmt(accs[c])} ({fmt(paper[c])})" if c in accs else f"{C.LAFEAT_MISSING} ({fmt(paper[c])})"
-                 for c in C.COLUMNS]
+        cells = [f"{fmt(accs[c])} ({fmt(paper[c])})" for c in C.COLUMNS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
     nums = {f"{m}|{c}": v for m, accs in table.items() for c, v in accs.items()}
@@ -64,15 +62,12 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     ]
     noise = C.accuracy_se(len(x_te))
     verdicts = CL.decide_all(claims, [nums], noise=noise)
-    md = C.header(sc, "## Table 1: ResNet-18 on CIFAR-10, accuracy (%) at eps 8/255",
-                  "" if have_lafeat else "LAFEAT (advjax.attacks.lafeat) could not be imported: its column is "
-                                         "not run and the claims that need it are not decided.")
+    md = C.header(sc, "## Table 1: ResNet-18 on CIFAR-10, accuracy (%) at eps 8/255", "")
     md += "\n" + "\n".join(lines) + "\n\n"
     md += ("The paper's WRN-28-10 rows (paper scale only) are in `experiments/sat/paper_values.py`.\n\n"
            "**Claims** (" + CL.summary(verdicts) + f"; one run, noise = binomial s.e. {noise:.2f} points on "
            f"{len(x_te)} images):\n\n" + CL.table(verdicts) + "\n")
-    return ExperimentResult(markdown=md, config={"scale": sc.describe(), "methods": C.METHODS,
-                                                 "lafeat": have_lafeat},
+    return ExperimentResult(markdown=md, config={"scale": sc.describe(), "methods": C.METHODS},
                             metrics={"table": table, "paper": P.TABLE1_RESNET18})
 
 

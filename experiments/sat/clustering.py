@@ -77,7 +77,6 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     data = C.load_data(sc)
     (x_tr, y_tr), (x_te, y_te) = data
     out = pathlib.Path(out_dir)
-    have_lafeat = C.lafeat_available()
     plots, nums, md_parts = [], {}, []
 
     # Fig. 2: Clu.Acc over epochs (one run per method, every epoch-end checkpoint kept)
@@ -114,10 +113,8 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
         res = C.train(out_dir, label, dataclass_replace_keep(sc) if label == "PGD-AT" else sc, data, seed=seed,
                       keep=sc.epochs + 1 if label == "PGD-AT" else 2)
         model, variables = res.state.model, res.state.variables()
-        attacks = {"clean": None, "PGD-100": PGD(eps=C.EPS, steps=sc.attack_steps, step_size=C.ALPHA)}
-        if have_lafeat:
-            attacks["LAFEAT-100"] = C.lafeat(model, C.lafeat_heads(res.run_dir, model, variables, x_tr, sc, seed),
-                                             sc)
+        attacks = {"clean": None, "PGD-100": PGD(eps=C.EPS, steps=sc.attack_steps, step_size=C.ALPHA),
+                   "LAFEAT-100": C.lafeat(model, C.lafeat_heads(res.run_dir, model, variables, x_tr, sc, seed), sc)}
         fig37[label] = {}
         for name, att in attacks.items():
             fig37[label][name] = C.cached(out_dir, "clu-attack", {"label": label, "attack": name, "scale": sc.name,
@@ -138,24 +135,21 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
             rows.append(f"| {label} | {name} | {fmt(_deep(a))} | {fmt(a[lastconv])} | {fmt(a['output'])} |")
     md_parts.append("### Fig. 3 / 7: Clu.Acc (%) clean and under OLA / ILA\n\n" + "\n".join(rows))
 
-    no_la = None if have_lafeat else C.LAFEAT_MISSING
     claims = [
         CL.Claim("the deeper the layer, the higher Clu.Acc (layer4 mean above conv1/layer1 mean, last epoch, PGD-AT)",
                  "Fig. 2, §3.2", CL.greater("PGD-AT deep last", "PGD-AT shallow last"), "rises with depth"),
         *[CL.Claim(f"Clu.Acc of the deep layers rises during training ({m})", "Fig. 2",
                    CL.greater(f"{m} deep last", f"{m} deep first"), "rises over epochs") for m in fig2],
         CL.Claim("ILA damages the deep layers' Clu.Acc less than OLA (PGD-AT model)", "Fig. 3, §4",
-                 CL.greater("PGD-AT LAFEAT-100 deep", "PGD-AT PGD-100 deep"), "less violent damage", undecidable=no_la),
+                 CL.greater("PGD-AT LAFEAT-100 deep", "PGD-AT PGD-100 deep"), "less violent damage"),
         CL.Claim("... while ILA's classification accuracy is lower than OLA's (PGD-AT model)", "Fig. 3, §4",
-                 CL.greater("PGD-AT PGD-100 acc", "PGD-AT LAFEAT-100 acc"), "lower", undecidable=no_la),
+                 CL.greater("PGD-AT PGD-100 acc", "PGD-AT LAFEAT-100 acc"), "lower"),
         CL.Claim("under OLA the last layer's Clu.Acc is closer to the classification accuracy than under ILA "
                  "(PGD-AT model)", "Fig. 3, §4",
-                 CL.greater("PGD-AT LAFEAT-100 lastgap", "PGD-AT PGD-100 lastgap"), "does not converge under ILA",
-                 undecidable=no_la),
+                 CL.greater("PGD-AT LAFEAT-100 lastgap", "PGD-AT PGD-100 lastgap"), "does not converge under ILA"),
         CL.Claim("on the SAT model the last layer's Clu.Acc under ILA is closer to the classification accuracy than "
                  "on the PGD-AT model", "Fig. 7, §6.2",
-                 CL.greater("PGD-AT LAFEAT-100 lastgap", "SAT LAFEAT-100 lastgap"), "favourable clustering effect",
-                 undecidable=no_la),
+                 CL.greater("PGD-AT LAFEAT-100 lastgap", "SAT LAFEAT-100 lastgap"), "favourable clustering effect"),
     ]
     noise = C.accuracy_se(len(x_te), 50.0)
     verdicts = CL.decide_all(claims, [nums], noise=noise)
@@ -166,8 +160,7 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
                   f"(label suffix `-all-epochs`) from sat-cifar10's.")
     md += "\n" + "\n\n".join(md_parts) + (f"\n\n**Claims** ({CL.summary(verdicts)}; one run, noise = binomial s.e. "
                                           f"{noise:.2f} points on {len(x_te)} images):\n\n" + CL.table(verdicts) + "\n")
-    return ExperimentResult(markdown=md, config={"scale": sc.describe(), "p": P_NORM, "epochs_shown": epochs_shown,
-                                                 "lafeat": have_lafeat},
+    return ExperimentResult(markdown=md, config={"scale": sc.describe(), "p": P_NORM, "epochs_shown": epochs_shown},
                             metrics={"fig2": {m: {str(e): a for e, a in pe.items()} for m, pe in fig2.items()},
                                      "fig3_7": fig37, "numbers": nums},
                             plots=plots)

@@ -40,10 +40,6 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
 
     ola = C.cached(out_dir, "lambda-ola", key, lambda: pooled(C.adversarial(
         PGD(eps=C.EPS, steps=sc.attack_steps, step_size=C.ALPHA), model, variables, x_te, y_te, seed)))
-    if not C.lafeat_available():
-        md = C.header(sc, "## §6.1: greedy lambda search", "")
-        md += f"\n{C.LAFEAT_MISSING}: the search needs the ILA (LAFEAT-100) shift distribution.\n"
-        return ExperimentResult(markdown=md, config={"scale": sc.describe()}, metrics={"lafeat": False})
     heads = C.lafeat_heads(res.run_dir, model, variables, x_tr, sc, seed)
     ila = C.cached(out_dir, "lambda-ila", key, lambda: pooled(C.adversarial(
         C.lafeat(model, heads, sc), model, variables, x_te, y_te, seed)))

@@ -45,7 +45,6 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     sc = C.pick_scale(scale, quick)
     data = C.load_data(sc)
     (x_tr, y_tr), (x_te, y_te) = data
-    have_lafeat = C.lafeat_available()
     out = pathlib.Path(out_dir)
     plots, md_parts, nums, noises = [], [], {}, {}
 
@@ -80,11 +79,10 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
             model, variables, x_te, C.adversarial(PGD(eps=C.EPS, steps=sc.attack_steps, step_size=C.ALPHA),
                                                   model, variables, x_te, y_te, seed), names))
         dist[label] = {"OLA (PGD-100)": ola}
-        if have_lafeat:
-            heads = C.lafeat_heads(res.run_dir, model, variables, x_tr, sc, seed)
-            dist[label]["ILA (LAFEAT-100)"] = C.cached(out_dir, "shift-ila", key, lambda: _sizes(
-                model, variables, x_te, C.adversarial(C.lafeat(model, heads, sc), model, variables, x_te, y_te,
-                                                      seed), names))
+        heads = C.lafeat_heads(res.run_dir, model, variables, x_tr, sc, seed)
+        dist[label]["ILA (LAFEAT-100)"] = C.cached(out_dir, "shift-ila", key, lambda: _sizes(
+            model, variables, x_te, C.adversarial(C.lafeat(model, heads, sc), model, variables, x_te, y_te,
+                                                  seed), names))
         if label == "PGD-AT":
             ffn = sat_features_fn(model)
             lg = LGen(eps=C.EPS, steps=C.SAT_KW["steps"], step_size=C.ALPHA, lam=C.SAT_KW["lam"],
@@ -119,7 +117,6 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
             rows.append(f"| {label} | {k} | {fmt(a.mean(), 3)} | {fmt(np.median(a), 3)} | {fmt(a.std(), 3)} |")
     md_parts.append("### Fig. 4-6: shift size ||f(x_adv) - f(x)||_2 at the last block output\n\n" + "\n".join(rows))
 
-    no_la = None if have_lafeat else C.LAFEAT_MISSING
     claims = [
         (CL.Claim("Fig. 1: the mean cosine between each layer's shift and its gradient is positive at every PGD "
                   "iteration, for every AT model", "Fig. 1, §3.1",
@@ -127,16 +124,16 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
                   unit="(cosine)"), 0.0),
         (CL.Claim("Fig. 4: ILA shifts the last layer less than OLA on the PGD-AT model", "Fig. 4, §4",
                   CL.greater("PGD-AT OLA (PGD-100) mean", "PGD-AT ILA (LAFEAT-100) mean"), "smaller on average",
-                  undecidable=no_la, unit="(L2)"), noises.get("PGD-AT ola-ila")),
+                  unit="(L2)"), noises.get("PGD-AT ola-ila")),
         (CL.Claim("Fig. 5: eq. 7's shift sizes lie between ILA's and OLA's (about their average)", "Fig. 5, §6.2",
                   lambda d: min(d["PGD-AT eq. 7 mean"] - d["PGD-AT ILA (LAFEAT-100) mean"],
                                 d["PGD-AT OLA (PGD-100) mean"] - d["PGD-AT eq. 7 mean"]),
-                  "resembles the average of ILA's and OLA's", undecidable=no_la, unit="(L2)"), noises.get("eq7")),
+                  "resembles the average of ILA's and OLA's", unit="(L2)"), noises.get("eq7")),
         (CL.Claim("Fig. 6: ILA and OLA shift the last layer more alike on the SAT model than on the PGD-AT model "
                   "(relative mean gap (OLA - ILA) / OLA smaller)", "Fig. 6, §6.2",
-                  lambda d: d["PGD-AT gap"] - d["SAT gap"], "more similar", undecidable=no_la,
+                  lambda d: d["PGD-AT gap"] - d["SAT gap"], "more similar",
                   unit="(relative gap)"),
-         math.sqrt(noises.get("PGD-AT gap", 0) ** 2 + noises.get("SAT gap", 0) ** 2) if have_lafeat else None),
+         math.sqrt(noises.get("PGD-AT gap", 0) ** 2 + noises.get("SAT gap", 0) ** 2)),
     ]
     verdicts = [CL.decide(c, [nums], noise=nz) for c, nz in claims]
     md = C.header(sc, "## Fig. 1, 4-6: layer shifts under OLA, ILA and eq. 7",
@@ -145,7 +142,7 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
                   f"mean difference over the {len(x_te)} images; Fig. 1 is decided exactly (noise 0).")
     md += "\n" + "\n\n".join(md_parts) + "\n\n**Claims** (" + CL.summary(verdicts) + "):\n\n" + CL.table(verdicts)
     md += "\n"
-    return ExperimentResult(markdown=md, config={"scale": sc.describe(), "lafeat": have_lafeat, "sat": C.SAT_KW},
+    return ExperimentResult(markdown=md, config={"scale": sc.describe(), "sat": C.SAT_KW},
                             metrics={"numbers": nums, "cosine": cos_all,
                                      "shift_means": {m: {k: float(np.mean(list(v.values())[-1])) for k, v in d.items()}
                                                      for m, d in dist.items()}},
