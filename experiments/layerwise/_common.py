@@ -242,3 +242,26 @@ def claim_rows(claims, numbers: dict, noise: float) -> str:
 
 def accuracy_se(n: int, p: float = 85.0) -> float:
     return CL.accuracy_diff_se(p, p, n)
+
+
+def plot_fgs_curves(path, table: dict, paper: dict, eps=FGS_EPS, title: str = "") -> None:
+    """Accuracy under FGS vs eps, one colour per method: ours solid, the paper's dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (label, accs) in enumerate(table.items()):
+        c = f"C{i}"
+        ax.plot(eps, accs, "o-", color=c, label=f"{label} (ours)")
+        if label in paper:
+            ax.plot(eps, paper[label][:len(eps)], "--", color=c, alpha=0.6, label=f"{label} (paper)")
+    ax.set_xlabel("FGS eps")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -8,6 +8,8 @@ from our copy of the paper. Its configurations are in ``_common.PAPER_CONFIGS``.
 """
 from __future__ import annotations
 
+import pathlib
+
 from experiments import claims as CL
 from experiments.base import Experiment, ExperimentResult, fmt
 from experiments.layerwise import _common as C
@@ -61,8 +63,11 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     md += ("Step times (s): " + ", ".join(f"{k} {v:.3f}" for k, v in times["seconds"].items()) + "\n\n")
     md += ("**Claims** (" + CL.summary(verdicts) + f"; one run, noise = binomial s.e. {noise:.2f} points on "
            f"{len(x_te)} images):\n\n" + CL.table(verdicts) + "\n")
+    C.plot_fgs_curves(pathlib.Path(out_dir) / "fgs_accuracy.png", table, P.TABLE4,
+                      title=f"Table 4 at scale {sc.name}: ours (solid) vs the paper (dashed)")
+    md += "\n![accuracy under FGS vs eps](fgs_accuracy.png)\n"
     return ExperimentResult(markdown=md, config={"scale": sc.describe(), "methods": C.METHODS, "eps": C.FGS_EPS},
-                            metrics={"table": table, "time": times, "paper": P.TABLE4})
+                            metrics={"table": table, "time": times, "paper": P.TABLE4}, plots=["fgs_accuracy.png"])
 
 
 EXPERIMENT = Experiment(
