@@ -10,12 +10,27 @@ experiment.
 Output of :func:`run_experiment`: ``out/NAME/results.md`` (header + the experiment's tables, our
 numbers beside the paper's), ``out/NAME/results.json`` (config, seed, scale, package versions,
 wall time, metrics) and the experiment's plots.
+
+Several processes (``advjax reproduce --distributed``, after ``advjax.train.distributed.initialize``):
+every process calls :func:`run_experiment` with the same arguments (checked first: process 0's
+error names the settings that differ) and runs the same experiment, so every computation spans all
+processes' devices and the runs it trains (``advjax.train.fit``) checkpoint from every process into
+the shared output directory. Only process 0 writes files meant to exist once: results.md and
+results.json here, and, during the experiment, every file the experiment itself writes under
+``out`` through ``pathlib.Path.write_text`` / ``write_bytes`` / ``replace`` / ``rename`` or
+matplotlib's ``savefig`` (plots, evaluation caches, partial results): on the other processes
+those calls are skipped (:func:`main_writes_only`), and on process 0 ``write_text`` /
+``write_bytes`` there are atomic (a temporary file renamed into place), so another process reading
+a cache never sees half a file. Not covered: files an experiment writes with the builtin ``open``
+(the training loop's own files already are process-0-only) or with other libraries.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import json
+import os
 import pathlib
 import pkgutil
 import platform
@@ -107,34 +122,124 @@ def run_experiment(name: str, scale: str = "cpu", quick: bool = False, out: str 
     """Run one experiment and write its results directory. Returns (directory, result, seconds).
 
     Compiled programs are kept in JAX's persistent cache (``advjax.cli.enable_compilation_cache``;
-    ``ADVJAX_COMPILATION_CACHE=0`` turns it off), so a rerun skips most compilation."""
+    ``ADVJAX_COMPILATION_CACHE=0`` turns it off), so a rerun skips most compilation. With several
+    processes every one of them calls this with the same arguments (module docstring); a difference
+    is a ``DistributedError`` on every process before anything runs."""
     from advjax.cli import enable_compilation_cache
+    from advjax.train import distributed as dist
 
     enable_compilation_cache()
     exp = get_experiment(name)
     if scale not in exp.scales:
         raise ValueError(f"experiment {name!r} supports scales {exp.scales}, not {scale!r}")
     out_dir = pathlib.Path(out) / name
+    dist.check_same_config({"experiment": name, "scale": scale, "quick": bool(quick), "seed": seed,
+                            "out": os.path.abspath(out)}, "reproduction configuration")  # (several processes only)
+    main = dist.is_main()
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = exp.run(scale=scale, quick=quick, out_dir=out_dir, seed=seed)
+    with main_writes_only(out, main=main):
+        result = exp.run(scale=scale, quick=quick, out_dir=out_dir, seed=seed)
     wall = time.perf_counter() - t0
     if not isinstance(result, ExperimentResult):
         raise TypeError(f"experiment {name!r} returned {type(result).__name__}, not ExperimentResult")
     versions = package_versions()
+    if main:
+        _write_results(exp, out_dir, result, scale, quick, seed, wall, versions, dist.process_count())
+    dist.barrier(f"advjax-reproduce-{name}-written")  # every process returns once the results exist
+    return out_dir, result, wall
+
+
+def _write_results(exp, out_dir, result, scale, quick, seed, wall, versions, processes: int) -> None:
+    where = versions.get("devices", "?") + (f" in {processes} processes" if processes > 1 else "")
     header = (f"# {exp.name}: {exp.description}\n\n"
               f"Paper: {exp.paper}\n\n"
               f"Scale: `{scale}`{' (quick)' if quick else ''} · seed {seed} · wall time {wall:.1f} s · "
-              f"jax {versions.get('jax')} on {versions.get('devices', '?')}\n\n")
+              f"jax {versions.get('jax')} on {where}\n\n")
     plots = "".join(f"\n![{p}]({p})\n" for p in result.plots)
     (out_dir / "results.md").write_text(header + result.markdown.rstrip() + "\n" + plots)
     record = {"experiment": exp.name, "paper": exp.paper, "scale": scale, "quick": quick, "seed": seed,
-              "wall_time_s": round(wall, 3), "versions": versions, "config": _jsonable(dict(result.config)),
+              "wall_time_s": round(wall, 3), "versions": versions, "processes": processes,
+              "config": _jsonable(dict(result.config)),
               "metrics": _jsonable(dict(result.metrics)), "plots": list(result.plots),
               "paper_values": _jsonable(dict(exp.paper_values)),
               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (out_dir / "results.json").write_text(json.dumps(record, indent=2))
-    return out_dir, result, wall
+
+
+def _inside(path, root: str) -> bool:
+    try:
+        p = os.path.realpath(os.fspath(path))
+    except TypeError:  # a file object (e.g. savefig into a buffer): not a file under root
+        return False
+    return p == root or p.startswith(root.rstrip(os.sep) + os.sep)
+
+
+@contextlib.contextmanager
+def main_writes_only(root, *, main: bool, processes: int | None = None):
+    """While active, and only when several processes run (``processes``, default
+    ``jax.process_count()``): on the non-main processes ``pathlib.Path.write_text``,
+    ``write_bytes``, ``replace``, ``rename`` and matplotlib's ``Figure.savefig`` of a path under
+    ``root`` do nothing (process 0 writes the one copy); on the main process ``write_text`` /
+    ``write_bytes`` under ``root`` write a temporary file and rename it into place (readers on other
+    processes see the old or the new file, never half of one). Paths outside ``root`` are untouched.
+    Process-wide (the class methods are patched), restored on exit."""
+    if processes is None:
+        import jax
+
+        processes = jax.process_count()
+    if processes <= 1:
+        yield
+        return
+    root_s = os.path.realpath(os.fspath(root))
+    P = pathlib.Path
+    orig = {n: getattr(P, n) for n in ("write_text", "write_bytes", "replace", "rename")}
+    patched: list[tuple[object, str, object]] = []
+
+    def patch(owner, name, fn):
+        patched.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, fn)
+
+    if main:
+        def atomic(kind):
+            def write(self, data, *a, **kw):
+                if not _inside(self, root_s):
+                    return orig[kind](self, data, *a, **kw)
+                tmp = self.with_name(f".{self.name}.{os.getpid()}.part")
+                n = orig[kind](tmp, data, *a, **kw)
+                os.replace(tmp, self)
+                return n
+            return write
+        patch(P, "write_text", atomic("write_text"))
+        patch(P, "write_bytes", atomic("write_bytes"))
+    else:
+        def skip(kind):
+            def op(self, target, *a, **kw):
+                if not _inside(self, root_s):
+                    return orig[kind](self, target, *a, **kw)
+                if kind in ("replace", "rename"):
+                    return P(target)
+                return len(target)  # what write_text / write_bytes return: the amount written
+            return op
+        for n in orig:
+            patch(P, n, skip(n))
+        try:
+            from matplotlib.figure import Figure
+        except ImportError:  # pragma: no cover - matplotlib is a dependency
+            Figure = None
+        if Figure is not None:
+            savefig = Figure.savefig
+
+            def skip_savefig(self, fname, *a, **kw):
+                if isinstance(fname, (str, os.PathLike)) and _inside(fname, root_s):
+                    return None
+                return savefig(self, fname, *a, **kw)
+            patch(Figure, "savefig", skip_savefig)
+    try:
+        yield
+    finally:
+        for owner, name, fn in reversed(patched):
+            setattr(owner, name, fn)
 
 
 def list_text() -> str:

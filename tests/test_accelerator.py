@@ -5,8 +5,16 @@ the StableHLO is what that backend would be given. The checks: no CPU-only piece
 their custom partitioning) leaks into accelerator programs; convolution gradients are JAX's own
 rule (a backward-data convolution whose kernel operand is a ``reverse``, what XLA:GPU maps to
 cuDNN); the portable (off-CPU) implementation gives the CPU path's numbers; Square runs several
-queries per while trip off CPU with the same result; Free-AT's replays are one loop; TrainState
-takes rbg / typed keys; the precision and XLA-flag settings.
+queries per while trip off CPU with the same result; Free-AT's replays are one loop; attacks'
+``loop="auto"`` follows the lowering platform; TrainState takes rbg / typed keys and checkpoints
+keep them; attack input checks read only addressable shards; forward mode through the fast-conv
+models; the precision and XLA-flag settings. (Evaluation sending the variables once is
+tests/test_eval_placement.py's.)
+
+Cost: XLA:CPU compiles threefry draws and deep ``model.init`` slowly here, so the models are tiny
+(8x8 inputs, batch 2-4), variables come from numpy (:func:`_init`), programs are exported once per
+module (fixtures) and several properties are read from the same text; the default set runs in well
+under a minute single-process.
 """
 from __future__ import annotations
 
@@ -109,10 +117,25 @@ def test_model_b_input_gradient_exports_for_accelerators_without_cpu_calls():
     assert "select_and_scatter" not in cpu, "on CPU, max pool is reshape + max (a select, no scatter)"
 
 
-def test_training_and_attack_programs_have_no_cpu_only_calls():
+@pytest.fixture(scope="module")
+def tiny_resnet():
+    """(model, variables, x, y) of the 8x8 ResNet, variables drawn with numpy (no threefry init)."""
     model = _tiny_resnet()
     x, y = _xy()
-    state = create_train_state(model, optax.sgd(0.1), jax.random.PRNGKey(0), variables=_init(model, x))
+    return model, _init(model, x), x, y
+
+
+@pytest.fixture(scope="module")
+def input_gradient_programs(tiny_resnet):
+    """The tiny ResNet's input gradient exported for each accelerator, and lowered for this CPU."""
+    model, v, x, y = tiny_resnet
+    g = jax.grad(lambda x: _ce(models.logits_fn(model), v, x, y))
+    return {**{plat: _export(g, x, platforms=(plat,)) for plat in ACCELERATORS}, "cpu": jax.jit(g).lower(x).as_text()}
+
+
+def test_training_and_attack_programs_have_no_cpu_only_calls(tiny_resnet):
+    model, v, x, y = tiny_resnet
+    state = create_train_state(model, optax.sgd(0.1), jax.random.PRNGKey(0), variables=v)
     step = get_method("pgd_at", eps=8 / 255, steps=1, domain=(0.0, 1.0)).step
     key = jax.random.PRNGKey(1)
     text = _export(step, state, (x, y), key, platforms=ACCELERATORS)  # one multi-platform program
@@ -155,25 +178,24 @@ def _backward_data_convs(text: str):
     return found
 
 
-def test_conv_gradient_off_cpu_is_a_reversed_kernel_convolution():
+def test_conv_gradient_off_cpu_is_a_reversed_kernel_convolution(input_gradient_programs):
     """cuDNN's backward-data kernel needs the gradient convolution's kernel operand to be a plain
     ``reverse``; the stride-2 layer's gradient dilates the cotangent in the convolution itself
     (lhs_dilate) instead of padding zeros into a 4x larger tensor."""
-    model = _tiny_resnet()
-    x, y = _xy()
-    v = _init(model, x)
-    g = jax.grad(lambda x: _ce(models.logits_fn(model), v, x, y))
     for plat in ACCELERATORS:
-        text = _export(g, x, platforms=(plat,))
+        text = input_gradient_programs[plat]
+        assert not _custom_calls(text) & set(CPU_ONLY), plat
         bwd = _backward_data_convs(text)
         assert len(bwd) == 6, f"{plat}: expected the 6 convolutions' input gradients, got {len(bwd)}"
         for line, define in bwd:
             assert "stablehlo.reverse" in define, f"{plat}: kernel operand not a reverse: {define.strip()}"
         assert any("lhs_dilate = [2, 2]" in line for line, _ in bwd), "the stride-2 gradient dilates in the conv"
         assert not re.search(r"stablehlo\.pad .*interior = \[0, 1, 1, 0\]", text), "no zero-interleaved cotangent"
-    cpu = jax.jit(g).lower(x).as_text()
+    cpu = input_gradient_programs["cpu"]
     assert not [d for _, d in _backward_data_convs(cpu) if "stablehlo.reverse" in d], (
         "the CPU program keeps the custom-VJP gradient (ordinary HWIO convolutions)")
+    if onednn.enabled("cpu"):
+        assert _custom_calls(cpu) & set(CPU_ONLY), "the same gradient lowered for this CPU uses oneDNN"
 
 
 # ------------------------------------------------------------------------------------------
@@ -183,7 +205,7 @@ def _compare_portable_with_cpu(variant, which):
     """Logits, loss, batch statistics and parameter / input gradients of the CPU path against
     the portable (off-CPU) path, both run here."""
     model = _tiny_resnet() if which == "resnet" else _PoolNet()
-    x, y = _xy(n=4, hw=8)
+    x, y = _xy(n=2, hw=8)
     if which == "pool":
         x = x.at[:, :4, :4].set(0.5)  # ties in the pooling windows
     v = _init(model, x)
@@ -327,14 +349,29 @@ def test_free_at_replays_are_one_loop():
 # ------------------------------------------------------------------------------------------
 # keys, precision, XLA flags, the oneDNN setting
 # ------------------------------------------------------------------------------------------
-def test_train_state_accepts_rbg_and_typed_keys():
+def _mlp_state(key):
+    """Model A (an MLP) with numpy variables, SGD; a batch of 8 Moon-like points."""
     model = models.get_model("model_a")
-    x = jax.random.normal(jax.random.PRNGKey(0), (8, 2))
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((8, 2)).astype(np.float32))
     y = (x[:, 0] > 0).astype(jnp.int32)
+    return create_train_state(model, optax.sgd(0.1), key, variables=_init(model, x)), x, y
+
+
+@jax.jit
+def _noisy_step(state, x, y):
+    """One SGD step on inputs noised with a draw from ``fold_in(state.key, state.step)``: the result
+    depends on the key, so a wrongly restored key changes it."""
+    k = jax.random.fold_in(state.key, state.step)
+    xn = x + 0.3 * jax.random.normal(k, x.shape)
+    g = jax.grad(lambda p: _ce(state.apply_fn, state.variables(p), xn, y))(state.params)
+    return state.apply_gradients(g)
+
+
+def test_train_state_accepts_rbg_and_typed_keys():
     method = get_method("pgd_at", eps=0.1, steps=1, domain=None)  # its random start uses the key
-    v = _init(model, x)
     for key in (jax.random.key(0), jax.random.key(0, impl="rbg")):
-        st = create_train_state(model, optax.sgd(0.1), key, variables=v)
+        st, x, y = _mlp_state(key)
         assert st.key.dtype == key.dtype and st.key.shape == ()
         jax.eval_shape(method.step, st, (x, y), jax.random.fold_in(st.key, 0))  # traces with it
     prev = jax.config.jax_default_prng_impl
@@ -342,15 +379,164 @@ def test_train_state_accepts_rbg_and_typed_keys():
         jax.config.update("jax_default_prng_impl", "rbg")
         raw = jax.random.PRNGKey(0)
         assert raw.shape == (4,)
-        st = create_train_state(model, optax.sgd(0.1), raw, variables=v)
-        st2, m = jax.jit(method.step)(st, (x, y), jax.random.fold_in(st.key, 0))
-        assert np.isfinite(float(m["loss"])) and st2.key.shape == (4,)
+        st, x, y = _mlp_state(raw)
+        jax.eval_shape(method.step, st, (x, y), jax.random.fold_in(st.key, 0))
+        st2 = _noisy_step(st, x, y)
+        assert st2.key.shape == (4,) and int(st2.step) == 1
+        assert np.isfinite(np.asarray(jax.tree_util.tree_leaves(st2.params)[0])).all()
         with pytest.raises(ValueError, match=r"uint32\[4\].*'rbg'"):
-            create_train_state(model, optax.sgd(0.1), jnp.zeros((2,), jnp.uint32), variables=v)
+            create_train_state(st.model, optax.sgd(0.1), jnp.zeros((2,), jnp.uint32), variables=st.variables())
     finally:
         jax.config.update("jax_default_prng_impl", prev)
     with pytest.raises(ValueError, match="PRNG key"):
-        create_train_state(model, optax.sgd(0.1), jnp.zeros((3,), jnp.float32), variables=v)
+        create_train_state(st.model, optax.sgd(0.1), jnp.zeros((3,), jnp.float32), variables=st.variables())
+
+
+@pytest.mark.parametrize("impl", ["threefry2x32", "rbg"])
+def test_typed_keys_checkpoint_and_resume_exactly(tmp_path, impl):
+    from advjax.train.checkpoint import restore_checkpoint, save_checkpoint
+
+    key = jax.random.key(7, impl=impl)
+    s0, x, y = _mlp_state(key)
+    s = _noisy_step(_noisy_step(s0, x, y), x, y)
+    save_checkpoint(tmp_path, s, {"epoch": 0})
+    uninterrupted = _noisy_step(_noisy_step(s, x, y), x, y)
+    restored, meta, _ = restore_checkpoint(tmp_path, s0)  # a fresh state as the target, as fit does
+    assert meta == {"epoch": 0} and int(restored.step) == 2
+    assert restored.key.dtype == key.dtype and str(jax.random.key_impl(restored.key)) == impl
+    np.testing.assert_array_equal(jax.random.key_data(restored.key), jax.random.key_data(s.key))
+    resumed = _noisy_step(_noisy_step(restored, x, y), x, y)
+    chex.assert_trees_all_equal(jax.random.key_data(resumed.key), jax.random.key_data(uninterrupted.key))
+    chex.assert_trees_all_equal(resumed.params, uninterrupted.params)
+    assert not np.array_equal(np.asarray(resumed.params["Dense_0"]["kernel"]),
+                              np.asarray(s0.params["Dense_0"]["kernel"])), "the steps changed the parameters"
+    # another key kind in the target is another configuration, said so
+    other, _, _ = _mlp_state(jax.random.key(7, impl="rbg" if impl != "rbg" else "threefry2x32"))
+    with pytest.raises(ValueError, match="PRNG key"):
+        restore_checkpoint(tmp_path, other)
+    raw, _, _ = _mlp_state(jax.random.PRNGKey(7))
+    with pytest.raises(ValueError, match=f"saved a typed '{impl}' PRNG key, expected a raw array"):
+        restore_checkpoint(tmp_path, raw)
+
+
+# ------------------------------------------------------------------------------------------
+# attacks: loop="auto" by lowering platform, input checks of multi-host arrays
+# ------------------------------------------------------------------------------------------
+def _linear_setup(n=4, d=12, k=10):
+    rng = np.random.default_rng(0)
+    v = {"w": jnp.asarray(rng.standard_normal((d, k)).astype(np.float32))}
+    x = jnp.asarray(rng.uniform(size=(n, d)).astype(np.float32))
+    return (lambda v, x: x @ v["w"]), v, x, jnp.arange(n) % k
+
+
+def test_auto_loop_form_follows_the_lowering_platform():
+    """loop="auto" unrolls <= 20 steps in programs lowered for the CPU and rolls them in programs
+    lowered for CUDA / TPU from this same host (not chosen by jax.default_backend() at trace time):
+    the CPU program grows with the steps, the accelerator one does not; an outer loop (APGD-T's
+    targets) likewise."""
+    from advjax.attacks.apgd import APGDT
+
+    apply_fn, v, x, y = _linear_setup()
+    key = jax.random.PRNGKey(0)
+
+    def dots(attack, platform):
+        f = lambda v, x, y, k: attack.run(apply_fn, v, x, y, k)  # noqa: E731
+        text = jax.jit(f).lower(v, x, y, key).as_text() if platform == "cpu" else _export(f, v, x, y, key, platforms=(platform,))
+        return text.count("stablehlo.dot_general"), text.count("stablehlo.while")
+
+    pgd = lambda steps, **kw: PGD(eps=0.1, steps=steps, random_start=False, **kw)  # noqa: E731
+    (c3, cw3), (c6, _) = dots(pgd(3), "cpu"), dots(pgd(6), "cpu")
+    assert c6 > c3 and cw3 == 0, "unrolled on the CPU: one copy of the body per step, no while"
+    (g3, gw3), (g6, _) = dots(pgd(3), "cuda"), dots(pgd(6), "cuda")
+    assert g3 == g6 < c3 and gw3 >= 1, "cuda: rolled (the body once, in a while loop)"
+    assert dots(pgd(6), "tpu") == (g6, gw3), "tpu: the same rolled program"
+    assert dots(pgd(6, loop="rolled"), "cpu")[0] == g6  # an explicit form is the same everywhere
+    apgdt = lambda n: APGDT(eps=0.1, steps=2, n_target_classes=n)  # noqa: E731
+    assert dots(apgdt(3), "cuda")[0] == dots(apgdt(2), "cuda")[0], "off CPU the loop over targets is rolled too"
+    assert dots(apgdt(3), "cpu")[0] > dots(apgdt(2), "cpu")[0]
+    from advjax.attacks.base import resolve_loop
+    assert resolve_loop("auto", 10, "cpu") == ("unroll", 0) and resolve_loop("auto", 10, "tpu") == ("rolled", 1)
+    assert resolve_loop("auto", 21, "cpu") == ("rolled", 1)
+
+
+class _NotFullyAddressable:
+    """A global array as another process sees it: only the shards on ``local`` devices are
+    addressable and fetching the whole value raises (as jax does for multi-host arrays)."""
+
+    def __init__(self, a, local):
+        self._a, self._local = a, set(local)
+        self.shape, self.dtype, self.ndim = a.shape, a.dtype, a.ndim
+        self.is_fully_addressable = False
+
+    @property
+    def addressable_shards(self):
+        return [s for s in self._a.addressable_shards if s.device in self._local]
+
+    def __array__(self, *a, **k):
+        raise RuntimeError("Fetching value for `jax.Array` that spans non-addressable devices is not possible")
+
+
+def test_attack_input_checks_read_only_addressable_shards():
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from advjax.attacks.base import check_inputs
+
+    devices = jax.devices()
+    assert len(devices) == 8, "tests/conftest.py simulates 8 CPU devices"
+    mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+    rows = NamedSharding(mesh, P("data"))
+    x = np.full((8, 3), 0.5, np.float32)
+    y = np.arange(8, dtype=np.int32)
+    put = lambda a: jax.device_put(a, rows)  # noqa: E731
+    check_inputs(put(x), put(y), (0.0, 1.0), num_classes=8)  # a sharded, fully addressable array
+    bad = x.copy()
+    bad[6, 1] = np.nan
+    with pytest.raises(ValueError, match=r"^x contains NaN \(1 values\)$"):  # the single-process message
+        check_inputs(put(bad), put(y), (0.0, 1.0))
+    # half of the devices "belong to another process": their rows are neither read nor gathered
+    local = devices[:4]
+    check_inputs(_NotFullyAddressable(put(bad), local), _NotFullyAddressable(put(y), local), (0.0, 1.0), 8)
+    bad[1, 0] = 2.0  # a row on this process
+    with pytest.raises(ValueError, match=r"outside the domain \(0.0, 1.0\): values in this process's shards in \[0.5, 2\]"):
+        check_inputs(_NotFullyAddressable(put(bad), local), put(y), (0.0, 1.0))
+    y_bad = y.copy()
+    y_bad[0] = 9
+    with pytest.raises(ValueError, match=r"labels out of range \[0, 8\): min 1, max 9 \(this process's shards\)"):
+        check_inputs(put(x), _NotFullyAddressable(put(y_bad), local), (0.0, 1.0), num_classes=8)
+    with pytest.raises(ValueError, match="same N"):  # shapes are global: always checked
+        check_inputs(_NotFullyAddressable(put(x), local), jnp.zeros((4,), jnp.int32), (0.0, 1.0))
+
+
+# ------------------------------------------------------------------------------------------
+# forward mode through the fast-conv models
+# ------------------------------------------------------------------------------------------
+class _ConvBN(nn.Module):
+    """A fast conv (oneDNN input gradient when installed) + training-mode batch norm + dense."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = ops.Conv(8, 3, padding="SAME")(x)
+        x = ops.batch_norm(True, jnp.float32)(x)
+        return nn.Dense(4)(nn.relu(x).reshape(x.shape[0], -1))
+
+
+def test_forward_mode_through_fast_conv_models():
+    """jax.jvp / jacfwd trace the portable layers (their CPU custom VJPs have no JVP rule); reverse
+    mode keeps the custom VJPs; forward and reverse mode agree."""
+    model = _ConvBN()
+    x, _ = _xy(n=2, hw=4)
+    v = _init(model, x)
+    f = lambda x: model.apply(v, x, mutable=["batch_stats"])[0]  # noqa: E731
+    t = jnp.ones_like(x)
+    fwd = str(jax.make_jaxpr(lambda x: jax.jvp(f, (x,), (t,)))(x))
+    rev = str(jax.make_jaxpr(jax.grad(lambda x: f(x).sum()))(x))
+    assert "custom_vjp_call" not in fwd and "branches_platforms" not in fwd, "forward mode: the portable layers"
+    assert "branches_platforms" in rev, "reverse mode keeps the per-platform choice (the CPU custom VJPs)"
+    ek = jnp.zeros((2, 4)).at[1, 2].set(1.0)
+    tan, back = jax.jit(lambda x: (jax.jvp(f, (x,), (t,))[1], jax.vjp(f, x)[1](ek)[0]))(x)
+    # <J t, e_k> = <t, J^T e_k>
+    np.testing.assert_allclose(float((tan * ek).sum()), float((back * t).sum()), rtol=1e-4, atol=1e-6)
+    assert abs(float(back.sum())) > 1e-4
 
 
 def test_precision_setting_reaches_accelerator_programs():

@@ -233,11 +233,7 @@ class APGDT(base.Attack):
             fooled = robust & ~acc_curr
             return jnp.where(base._bcast(fooled, x), adv_curr, adv), robust & ~fooled
 
-        mode, _ = base.resolve_loop(self.loop, self.steps)
-        carry = (x, robust0)
-        if mode == "unroll":
-            for j in range(runs):
-                carry = one(j, carry)
-        else:
-            carry = jax.lax.fori_loop(0, runs, one, carry)
+        # the loop over targets x restarts takes the form of the inner loop (per lowering platform)
+        outer = "rolled" if isinstance(self.loop, int) else self.loop  # an int partially unrolls the inner loop only
+        carry = base.fori(runs, one, (x, robust0), outer, auto_steps=self.steps)
         return base.project_to_ball(carry[0], x, self.eps, self.norm, self.domain)

@@ -212,13 +212,13 @@ class FAB(base.Attack):
             fooled = robust & ok
             return jnp.where(base._bcast(fooled, x), adv_c, adv), robust & ~fooled
 
-        mode, _ = base.resolve_loop(self._loop, self.steps)
+        # the loop over targets x restarts takes the form of the inner loop (per lowering platform)
+        outer = "rolled" if isinstance(self._loop, int) else self._loop  # an int partially unrolls the inner loop only
         carry = (x, robust0)
-        if mode == "unroll" or runs == 1:
-            for j in range(runs):
-                carry = one(j, carry)
+        if runs == 1:
+            carry = one(0, carry)
         else:
-            carry = jax.lax.fori_loop(0, runs, one, carry)
+            carry = base.fori(runs, one, carry, outer, auto_steps=self.steps)
         return base.project_to_ball(carry[0], x, self.eps, self.norm, self.domain)
 
 

@@ -4,7 +4,9 @@ Algorithm 1): each minibatch is replayed m times; one backward pass gives both �
     for i in 1..m:  g_θ, g_δ = ∇ CE(f_θ(clip_[0,1](x + δ)), y)
                     θ ← opt(θ, g_θ);   δ ← clip_[−ε,ε](δ + ε·sign g_δ)
 
-δ is carried across minibatches (``state.extra["free_at_delta"]``, batch-shaped, zeros at start).
+δ is carried across minibatches (``state.extra["free_at_delta"]``, batch-shaped, zeros at start);
+the training loop shards it on the batch axis like the data (``batch_sharded_extra``: each device
+keeps the δ rows of its own examples, across processes too), and checkpoints include it.
 One ``step`` call performs the m replays (m optimizer updates; ``state.step`` advances by m), so
 run ``epochs / m`` epochs for the paper's budget. BN statistics: each replay's training forward.
 The step on δ is eps unless set (follows eps; alpha·m < eps warns); ``domain="auto"``: the
@@ -38,6 +40,8 @@ class FreeAT:
     label_smoothing: float = 0.0
     domain: Any = "auto"
     loop: str = "rolled"  # "rolled": the m replays in one lax.fori_loop; "unroll": m copies
+
+    batch_sharded_extra = ("free_at_delta",)  # state.extra keys the loop shards on the batch axis
 
     def __post_init__(self):
         check_common("free_at", eps=self.eps, alpha=self.alpha, smoothing=self.label_smoothing, domain=self.domain)

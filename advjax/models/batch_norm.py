@@ -26,8 +26,10 @@ training-mode statistics are flax's own code, :func:`batch_norm_reference` (``jn
 which are fast there, differentiated by JAX), with the same numbers.
 
 The backward pass is ordinary JAX code, so second-order derivatives (FGSM-GA's GradAlign through a
-training-mode model) work; forward-mode autodiff (``jax.jvp``) does not, as for every custom-VJP
-layer in advjax: build the model with ``fast_conv=False`` to get flax's own BatchNorm.
+training-mode model) work. A custom VJP has no forward-mode rule: under ``jax.jvp`` / ``jax.jacfwd``
+(tangents seen at trace time) the layer takes :func:`batch_norm_reference` instead, on the CPU too
+(:func:`advjax.models.platform.per_platform`); for a function jitted outside the ``jvp`` trace inside
+:func:`advjax.models.platform.portable_ops` or build the model with ``fast_conv=False``.
 """
 from __future__ import annotations
 

@@ -15,9 +15,12 @@
   :func:`conv_plan` picks the algorithm per layer shape: a fused sum of taps for the forward with
   <= 3 input channels, and a GEMM + col2im input gradient where the transposed conv would read
   mostly zeros or write <= 4 channels (measured per layer, benchmarks/README.md).
-  Limitation: a ``custom_vjp`` has no forward-mode rule, so ``jax.jvp``/``jax.jacfwd``/
-  ``jax.hessian`` through a model need ``fast_conv=False`` (plain ``nn.Conv``) or tracing inside
-  :func:`advjax.models.platform.portable_ops`.
+  Forward mode: a ``custom_vjp`` has no JVP rule, so under ``jax.jvp``/``jax.jacfwd``/``jax.hessian``
+  (tangents seen at trace time) the layer traces its portable form, ``lax.conv_general_dilated``
+  (:func:`advjax.models.platform.per_platform`); reverse mode keeps the fast path. A function jitted
+  *outside* the ``jvp`` (``jax.jvp(jax.jit(f))``) still fails with JAX's "can't apply forward-mode
+  autodiff (jvp) to a custom_vjp function": jit outside the jvp, trace inside
+  :func:`advjax.models.platform.portable_ops`, or build the model with ``fast_conv=False``.
 * :func:`max_pool` pools by reshape + max instead of ``reduce_window`` (whose gradient lowers to
   a scatter; lever 3), with a custom JVP giving each window's gradient to its first maximum (as
   flax's ``nn.max_pool`` and PyTorch's ``max_pool2d``).
@@ -418,7 +421,8 @@ def Conv(features: int, kernel_size, *, fast: bool = True, **kwargs) -> nn.Conv:
     """An ``nn.Conv`` (NHWC) using :func:`fast_conv_general_dilated` when ``fast`` is True.
 
     It is a genuine ``flax.linen.Conv`` (auto-named ``Conv_i``), so capture(kind="learnable")
-    finds it; ``fast=False`` gives the stock ``nn.Conv`` (needed for forward-mode autodiff).
+    finds it; ``fast=False`` gives the stock ``nn.Conv`` (forward mode through a function jitted
+    outside the ``jvp``; see the module docstring).
     """
     if isinstance(kernel_size, int):
         kernel_size = (kernel_size, kernel_size)

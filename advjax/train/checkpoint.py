@@ -12,6 +12,12 @@ parses and whose files hash to the recorded digests is used; a truncated or corr
 with a ``CheckpointCorruptionWarning`` and the previous good one is tried. A checkpoint whose leaves
 do not match the target state (shapes, dtypes, tree paths) is a different configuration: ValueError.
 
+Typed PRNG keys (``jax.random.key(seed[, impl=...])``, e.g. a TrainState's ``key``) are stored as
+their raw key data (``jax.random.key_data``: ``uint32[2]`` for threefry, ``uint32[4]`` for rbg) with
+the implementation's name in the leaf's manifest entry (``"key_impl"``), and rebuilt with
+``jax.random.wrap_key_data`` on restore, so a resumed run draws the same numbers. A target whose
+key kind (raw / typed, implementation) differs from the saved one is a different configuration.
+
 Every path is made absolute on entry (orbax needs absolute paths), so relative run directories work
 from any working directory. ``load_for_eval(..., with_info=True)`` also says which checkpoint it read
 and what it used instead of the one asked for, if anything.
@@ -54,6 +60,31 @@ def _paths_and_leaves(tree):
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
     paths = ["/".join(_key_str(k) for k in path) for path, _ in flat]
     return paths, [leaf for _, leaf in flat], treedef
+
+
+def _is_typed_key(x) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _key_impl(x) -> Optional[str]:
+    """The implementation name of a typed PRNG key leaf ("threefry2x32", "rbg", ...), else None."""
+    return str(jax.random.key_impl(x)) if _is_typed_key(x) else None
+
+
+def _storable(x):
+    """A leaf as orbax can write it: typed PRNG keys become their raw key data."""
+    return jax.random.key_data(x) if _is_typed_key(x) else x
+
+
+def _stored_shape_dtype(x) -> tuple[list, str]:
+    """(shape, dtype) of ``x`` as a checkpoint stores it (typed keys: their key data's), without
+    fetching anything to the host."""
+    if _is_typed_key(x):
+        data = jax.eval_shape(jax.random.key_data, x)
+        return list(data.shape), str(data.dtype)
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    return list(np.shape(x)), str(dtype)
 
 
 def _hash_files(root: pathlib.Path) -> dict[str, str]:
@@ -100,7 +131,9 @@ def save_checkpoint(directory, state, meta: Optional[dict] = None, *, keep: int 
     d = _abs(directory)
     d.mkdir(parents=True, exist_ok=True)
     paths, leaves, _ = _paths_and_leaves(state)
-    host = [np.asarray(x) for x in dist.to_host(leaves)]  # sharded leaves gathered from every process
+    impls = [_key_impl(x) for x in leaves]
+    # sharded leaves gathered from every process; typed PRNG keys as their raw data (+ impl below)
+    host = [np.asarray(x) for x in dist.to_host([_storable(x) for x in leaves])]
     step = int(np.asarray(getattr(state, "step", (meta or {}).get("step", 0))))
     name = _step_dir_name(step)
     multi, main = jax.process_count() > 1, jax.process_index() == 0
@@ -121,7 +154,9 @@ def save_checkpoint(directory, state, meta: Optional[dict] = None, *, keep: int 
                 "format": FORMAT,
                 "step": step,
                 "meta": meta or {},
-                "leaves": [{"path": p, "shape": list(a.shape), "dtype": str(a.dtype)} for p, a in zip(paths, host)],
+                "leaves": [{"path": p, "shape": list(a.shape), "dtype": str(a.dtype),
+                            **({"key_impl": k} if k is not None else {})}
+                           for p, a, k in zip(paths, host, impls)],
                 "files": _hash_files(tmp / "state"),
             }
             with open(tmp / "manifest.json", "w") as f:
@@ -208,10 +243,21 @@ def _check_matches(path, manifest, target_paths, target_leaves):
         raise ValueError(f"checkpoint {path} holds {len(rec)} arrays but this configuration's state has "
                          f"{len(target_leaves)}: it was written by a different configuration")
     for r, p, t in zip(rec, target_paths, target_leaves):
-        shape, dtype = list(np.shape(t)), str(np.asarray(t).dtype) if not hasattr(t, "dtype") else str(t.dtype)
+        shape, dtype = _stored_shape_dtype(t)
+        saved_impl, impl = r.get("key_impl"), _key_impl(t)
+        if r["path"] == p and saved_impl != impl:
+            kind = lambda i: f"a typed {i!r} PRNG key" if i else "a raw array"  # noqa: E731
+            raise ValueError(f"checkpoint {path} does not match this configuration's state at {p!r}: "
+                             f"saved {kind(saved_impl)}, expected {kind(impl)}")
         if r["path"] != p or r["shape"] != shape or r["dtype"] != dtype:
             raise ValueError(f"checkpoint {path} does not match this configuration's state at {p!r}: "
                              f"saved {r['path']} {r['dtype']}{r['shape']}, expected {dtype}{shape}")
+
+
+def _rebuild_keys(arrays: list, manifest: dict) -> list:
+    """Typed PRNG keys back from their saved key data (``key_impl`` in the leaf's manifest entry)."""
+    return [jax.random.wrap_key_data(a, impl=leaf["key_impl"]) if leaf.get("key_impl") else a
+            for a, leaf in zip(arrays, manifest["leaves"])]
 
 
 def latest_valid_checkpoint(directory) -> Optional[tuple[pathlib.Path, dict]]:
@@ -228,7 +274,7 @@ def restore_checkpoint(directory, target) -> Optional[tuple[Any, dict, pathlib.P
     """Restore the newest good checkpoint under ``directory`` into the structure of ``target``.
 
     Returns ``(state, meta, path)`` with host (numpy) leaves in ``target``'s tree (static fields
-    from ``target``), or None if there is no usable checkpoint. Corrupt ones are skipped with a
+    from ``target``; typed PRNG keys rebuilt as typed keys of the saved implementation), or None if there is no usable checkpoint. Corrupt ones are skipped with a
     ``CheckpointCorruptionWarning``; a checkpoint of a different configuration raises ValueError.
     With several processes every process must call it; they must choose the same checkpoint
     (``advjax.train.distributed.DistributedError`` otherwise, e.g. directories that are not shared).
@@ -250,7 +296,7 @@ def _restore_newest(directory, target):
         except CheckpointError as e:
             warnings.warn(f"{e}; falling back to the previous checkpoint", CheckpointCorruptionWarning, stacklevel=2)
             continue
-        return jax.tree_util.tree_unflatten(treedef, arrays), manifest["meta"], p
+        return jax.tree_util.tree_unflatten(treedef, _rebuild_keys(arrays, manifest)), manifest["meta"], p
     return None
 
 

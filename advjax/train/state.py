@@ -27,7 +27,8 @@ class TrainState(struct.PyTreeNode):
     (the run's base PRNG key as :func:`create_train_state` was given it: a raw uint32 key of the
     default implementation, ``uint32[2]`` for threefry, ``uint32[4]`` under
     ``jax_default_prng_impl=rbg``, or a typed key from ``jax.random.key``; per-step keys are
-    ``fold_in(key, step)``) and ``extra`` (a dict of method-owned state, ``{}`` by default).
+    ``fold_in(key, step)``; checkpoints store a typed key as its key data plus the implementation's
+    name and restore it as the same typed key, :mod:`advjax.train.checkpoint`) and ``extra`` (a dict of method-owned state, ``{}`` by default).
     Static: ``model`` (flax.linen Module) and ``tx`` (optax.GradientTransformation).
     """
 
