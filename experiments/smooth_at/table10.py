@@ -54,7 +54,6 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
         raw[label] = evals
         per_row[label] = C.mean_std(evals)
 
-    cols = ["clean", "PGD-10", "PGD-50", "AutoAttack"]
     head = ["row", "attacker smooth", "optimizer smooth", "clean (paper acc.)", "PGD-10 (paper rob.)", "PGD-50",
             "AutoAttack", "train loss"]
     body = []
