@@ -75,7 +75,7 @@ EXPERIMENT = Experiment(
     description="Layerwise AT, Table 4: Baseline / FGS-orig / FGS-inter / Ours-orig / Ours-joint under FGS + time",
     paper='Sankaranarayanan et al., "Regularizing deep networks using efficient layerwise adversarial '
           'training", AAAI 2018, Table 4',
-    expected_runtime={"cpu": "about 35-50 min on 2 idle cores (8 standard-step units x 12 epochs; estimate)",
+    expected_runtime={"cpu": "36 min measured on 2 cores shared with a test run (8 standard-step units x 12 epochs; session 10)",
                       "quick": "5-17 min (17 min measured on a heavily shared machine, mostly compilation)", "paper": "days on one accelerator (5 x 300 epochs)"},
     paper_values={"table4": P.TABLE4, "time": P.TABLE4_TIME},
     run=run,

@@ -52,7 +52,7 @@ EXPERIMENT = Experiment(
     description="Layerwise AT, Table 6: perturbing VGG stages 1..k vs the baseline (clean accuracy)",
     paper='Sankaranarayanan et al., "Regularizing deep networks using efficient layerwise adversarial '
           'training", AAAI 2018, Table 6',
-    expected_runtime={"cpu": "about 30-40 min on 2 idle cores (6 runs x 12 epochs; estimate)",
+    expected_runtime={"cpu": "30 min measured on 2 shared cores (6 runs x 12 epochs; session 10)",
                       "quick": "5-12 min (mostly compilation)",
                       "paper": "days on one accelerator (6 x 300 epochs)"},
     paper_values={"table6": P.TABLE6, "baseline": P.TABLE6_BASELINE},

@@ -142,7 +142,7 @@ EXPERIMENT = Experiment(
     description="Layerwise AT, §3.4 toy MLP on grayscale CIFAR-10: Table 2 (FGS transfer) and Fig. 2 (Jacobian spectrum)",
     paper='Sankaranarayanan et al., "Regularizing deep networks using efficient layerwise adversarial '
           'training", AAAI 2018, Table 2 and Fig. 2',
-    expected_runtime={"cpu": "about 10-15 min on 2 idle cores (estimate)",
+    expected_runtime={"cpu": "3 min measured on 2 shared cores (session 10)",
                       "quick": "2-11 min (11 min measured on a heavily shared machine)",
                       "paper": "an hour on one accelerator"},
     paper_values={"table2": P.TABLE2, "clean": P.TOY_CLEAN},
