@@ -133,6 +133,20 @@ def as_float(x):
     return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
 
 
+def clean_correct(model, variables, x, y, batch_size: int = 256):
+    """bool [N]: the points the model classifies correctly. Shift sizes are compared on these:
+    LAFEAT (as the official code) attacks only them and returns the others unchanged (shift 0),
+    while PGD moves every point."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    fwd = jax.jit(lambda v, xb: jnp.argmax(model.apply(v, xb), -1))
+    xf = as_float(x)
+    pred = np.concatenate([np.asarray(fwd(variables, xf[i:i + batch_size])) for i in range(0, len(xf), batch_size)])
+    return pred == np.asarray(y)
+
+
 def runs_root(out_dir, sc: Scale) -> pathlib.Path:
     return pathlib.Path(out_dir).resolve().parent / "sat-runs" / sc.name
 

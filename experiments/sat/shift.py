@@ -32,16 +32,6 @@ def _sizes(model, variables, x, x_adv, names):
     return {k: v.tolist() for k, v in s.items()}
 
 
-def _clean_correct(model, variables, x, y, batch_size: int = 256):
-    import jax
-    import jax.numpy as jnp
-
-    fwd = jax.jit(lambda v, xb: jnp.argmax(model.apply(v, xb), -1))
-    xf = C.as_float(x)
-    pred = np.concatenate([np.asarray(fwd(variables, xf[i:i + batch_size])) for i in range(0, len(xf), batch_size)])
-    return pred == np.asarray(y)
-
-
 def _se(a, b):
     a, b = np.asarray(a), np.asarray(b)
     return math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
@@ -110,7 +100,7 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
 
             dist[label]["eq. 7"] = C.cached(out_dir, "shift-eq7", key, eq7)
         last = lasts[label] = names[-1]
-        right = _clean_correct(model, variables, x_te, y_te)
+        right = C.clean_correct(model, variables, x_te, y_te)
         nums[f"{label} clean-correct"] = int(right.sum())
         if right.sum() < 2:  # too few to compare (a model at chance on a tiny run): every point
             right[:] = True
