@@ -10,6 +10,8 @@ ran at and what differs from the paper's setting, and shows ``ours (paper)`` per
 from __future__ import annotations
 
 import dataclasses
+import json
+import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -87,3 +89,16 @@ def accuracy_table(ours: Mapping[str, Sequence[float]], eps: Sequence[float],
             cells = [f"{c} ({fmt(q)})" for c, q in zip(cells, pcells)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def cached(out_dir, name: str, key: dict, fn):
+    """``fn()`` cached in ``out_dir/cache.json`` under (name, key): evaluations of finished runs
+    are not repeated when an experiment is resumed or rerun. ``fn`` returns JSON-able values."""
+    path = pathlib.Path(out_dir) / "cache.json"
+    store = json.loads(path.read_text()) if path.exists() else {}
+    k = name + " " + json.dumps(key, sort_keys=True)
+    if k not in store:
+        store[k] = fn()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(store, indent=1))
+    return store[k]

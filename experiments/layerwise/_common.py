@@ -8,7 +8,6 @@ experiment resumes exactly, the layerwise cache included), without the per-epoch
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 import sys
@@ -16,6 +15,7 @@ import time
 from typing import Optional
 
 from experiments import base
+from experiments.base import cached  # noqa: F401  (C.cached: the experiments call it through this module)
 from experiments import claims as CL
 from experiments._cifar_cpu import cifar10_test_split
 
@@ -171,19 +171,6 @@ def fgs_accuracy(model, variables, x, y, eps_list=FGS_EPS, batch_size: int = 250
             c += int(counts(variables, xf[s:s + batch_size], y[s:s + batch_size], np.float32(e)))
         out[float(e)] = 100.0 * c / len(xf)
     return out
-
-
-def cached(out_dir, name: str, key: dict, fn):
-    """``fn()`` cached in ``out_dir/cache.json`` under (name, key): evaluations of finished runs
-    are not repeated when an experiment is resumed."""
-    path = pathlib.Path(out_dir) / "cache.json"
-    store = json.loads(path.read_text()) if path.exists() else {}
-    k = name + " " + json.dumps(key, sort_keys=True)
-    if k not in store:
-        store[k] = fn()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(store, indent=1))
-    return store[k]
 
 
 def step_time_ratios(model, methods: dict, x, y, *, rounds: int = 5, steps: int = 3, seed: int = 0) -> dict:

@@ -13,7 +13,6 @@ LAFEAT comes from ``advjax.attacks.lafeat`` through its documented interface
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 import sys
@@ -21,6 +20,7 @@ import time
 from typing import Optional
 
 from experiments import base
+from experiments.base import cached  # noqa: F401  (C.cached: the experiments call it through this module)
 from experiments import claims as CL
 from experiments._cifar_cpu import cifar10_test_split
 
@@ -171,18 +171,6 @@ def train(out_dir, label: str, sc: Scale, data, *, seed: int = 0, keep: int = 2)
     res = fit(cfg, train_data=(x_tr, y_tr), progress=False, monitor=False, log=False)
     log(f"  {label}: done in {time.perf_counter() - t0:.0f} s")
     return res
-
-
-def cached(out_dir, name: str, key: dict, fn):
-    """``fn()`` cached in ``out_dir/cache.json`` under (name, key)."""
-    path = pathlib.Path(out_dir) / "cache.json"
-    store = json.loads(path.read_text()) if path.exists() else {}
-    k = name + " " + json.dumps(key, sort_keys=True)
-    if k not in store:
-        store[k] = fn()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(store, indent=1))
-    return store[k]
 
 
 # ------------------------------------------------------------------------------------------------
