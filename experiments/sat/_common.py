@@ -133,10 +133,11 @@ def as_float(x):
     return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
 
 
-def clean_correct(model, variables, x, y, batch_size: int = 256):
-    """bool [N]: the points the model classifies correctly. Shift sizes are compared on these:
-    LAFEAT (as the official code) attacks only them and returns the others unchanged (shift 0),
-    while PGD moves every point."""
+def shift_points(model, variables, x, y, batch_size: int = 256):
+    """(bool [N], a phrase saying which): the points shift sizes are compared on, the ones the model
+    classifies correctly: LAFEAT (as the official code) attacks only those and returns the others
+    unchanged (shift 0), while PGD moves every point. With fewer than two (a model at chance on a
+    tiny run) there is nothing to compare, so every point is used, and the phrase says so."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -144,7 +145,10 @@ def clean_correct(model, variables, x, y, batch_size: int = 256):
     fwd = jax.jit(lambda v, xb: jnp.argmax(model.apply(v, xb), -1))
     xf = as_float(x)
     pred = np.concatenate([np.asarray(fwd(variables, xf[i:i + batch_size])) for i in range(0, len(xf), batch_size)])
-    return pred == np.asarray(y)
+    right = pred == np.asarray(y)
+    if right.sum() < 2:
+        return np.ones_like(right), f"all {len(right)} points (only {int(right.sum())} classified correctly)"
+    return right, f"the {int(right.sum())} of {len(right)} points classified correctly"
 
 
 def runs_root(out_dir, sc: Scale) -> pathlib.Path:

@@ -33,11 +33,9 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     model, variables = res.state.model, res.state.variables()
     names = list(default_layers(model))
     key = {"step": int(res.state.step), "n": len(x_te), "scale": sc.name, "points": "clean-correct"}
-    right = C.clean_correct(model, variables, x_te, y_te)
-    if right.sum() < 2:  # too few to compare (a model at chance on a tiny run): every point
-        right[:] = True
+    right, points = C.shift_points(model, variables, x_te, y_te)
 
-    def pooled(x_adv):  # on the clean-correct points (C.clean_correct: LAFEAT leaves the others)
+    def pooled(x_adv):  # on the clean-correct points (C.shift_points: LAFEAT leaves the others)
         s = shift_sizes(model, variables, x_te, x_adv, layers=names, batch_size=min(256, len(x_te)))
         return np.concatenate([s[k][right] for k in names]).tolist()
 
@@ -72,9 +70,8 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     ]
     verdicts = CL.decide_all(claims, [nums], noise=0.0)
     md = C.header(sc, "## §6.1: greedy lambda search on the PGD-AT model",
-                  f"Shift sizes pooled over {names}, on the {int(right.sum())} of {len(x_te)} test points the model "
-                  f"classifies correctly (LAFEAT leaves the others unchanged); step 0.01 from 0; at most {max_steps} "
-                  f"steps.")
+                  f"Shift sizes pooled over {names}, on {points} (test split; LAFEAT leaves "
+                  f"misclassified points unchanged); step 0.01 from 0; at most {max_steps} steps.")
     md += (f"\nChosen lambda = **{search.lam:.3f}** (the released code fixes 0.087; the paper prints none).\n\n"
            + search.to_markdown() + "\n\n**Checks** (" + CL.summary(verdicts) + "):\n\n" + CL.table(verdicts) + "\n")
     return ExperimentResult(markdown=md, config={"scale": sc.describe(), "layers": names, "step": 0.01,
