@@ -7,11 +7,7 @@ sees the same split and both halves hold every class equally.
 """
 from __future__ import annotations
 
-import os
-import pathlib
-
-DATA_DIR = pathlib.Path(os.environ.get("ADVJAX_SHARED_DATA",
-                                       pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"))
+from experiments._shared_data import load_local
 
 
 def cifar10_test_split(seed: int, n_train: int | None = None, per_class_train: int = 900):
@@ -19,9 +15,8 @@ def cifar10_test_split(seed: int, n_train: int | None = None, per_class_train: i
     test images: ``per_class_train`` images per class for training, the rest for evaluation, each
     half shuffled; ``n_train`` keeps only the first images of the (shuffled) training half."""
     import numpy as np
-    from advjax.data import load
 
-    ds = load("cifar10", "test", data_dir=DATA_DIR)
+    ds = load_local("cifar10", "test")
     x, y = np.asarray(ds.x), np.asarray(ds.y, np.int32)
     rng = np.random.default_rng(seed)
     tr, te = [], []

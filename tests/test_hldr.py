@@ -369,11 +369,14 @@ def test_resume_after_a_kill_between_folds_and_config_mismatch(stub_driver, tmp_
         cv.cross_validate(cv.CVConfig(n_folds=60, n_pretrain=60, n_pairs=5), x, y, Tiny(), defs, log=None)
 
 
-@pytest.mark.slow
 def test_one_fold_of_hldr_fine_tuning_raises_fgsm_accuracy(shared_data, tmp_path):
     """Real Fashion-MNIST, a small model (Tiny on 28x28): pretrain 3 epochs on 2000 images, one fold of
     HLDR fine-tuning on 1000 benign samples x {0, 16, 32}/255; FGSM accuracy at 8 and 16 / 255 must
-    rise over the undefended (pretrained) model on 500 test images of the fold."""
+    rise over the undefended (pretrained) model on 500 test images of the fold.
+
+    Measured (session 11, 71 s single-process on a loaded host): FGSM accuracy 24.2 -> 45.2 % at 8/255
+    and 11.4 -> 35.4 % at 16/255; benign 56.2 -> 64.2 % (the 3-epoch pretraining is short, so the
+    fine-tuning also trains). The margin asked is 2 points; binomial noise on 500 images is ~2 points."""
     from advjax.data import load
 
     ds = load("fashion_mnist", "test", data_dir=shared_data)
@@ -383,5 +386,8 @@ def test_one_fold_of_hldr_fine_tuning_raises_fgsm_accuracy(shared_data, tmp_path
     model = Tiny(num_classes=10, input_shape=(28, 28, 1))
     res = cv.cross_validate(cfg, x, y, model, {"HLDR": get_method("hldr")}, out_dir=tmp_path, fold_limit=1, log=None)
     d = res.folds[0]["defenses"]
+    print("one fold of HLDR: FGSM accuracy (%) undefended -> HLDR:",
+          {e: (d["undefended"]["fgsm"][e], d["HLDR"]["fgsm"][e]) for e in d["HLDR"]["fgsm"]},
+          "benign", d["undefended"]["benign"], "->", d["HLDR"]["benign"])
     for e in ("0.0313725", "0.0627451"):
         assert d["HLDR"]["fgsm"][e] > d["undefended"]["fgsm"][e] + 2.0, (e, d)

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 
 from experiments import claims as CL
-from experiments._cifar_cpu import DATA_DIR
+from experiments._shared_data import load_local
 from experiments.hldr import paper_values as P
 
 
@@ -95,14 +95,12 @@ def stratified_subset(y, n, seed=0):
 def pool(dataset: str, sc: Scale):
     """(x uint8 NHWC 32x32, y int32): Fashion-MNIST train + test pooled (the paper splits "the unseen
     training and test data" into folds; the code pools them too); CIFAR-10: the 10k test-set copy."""
-    from advjax.data import load
-
     if dataset == "fashion_mnist":
-        parts = [load("fashion_mnist", s, data_dir=DATA_DIR) for s in ("train", "test")]
+        parts = [load_local("fashion_mnist", s) for s in ("train", "test")]
         x = pad32(np.concatenate([np.asarray(p.x) for p in parts]))
         y = np.concatenate([np.asarray(p.y, np.int32) for p in parts])
     elif dataset == "cifar10":
-        d = load("cifar10", "test", data_dir=DATA_DIR)
+        d = load_local("cifar10", "test")
         x, y = np.asarray(d.x), np.asarray(d.y, np.int32)
     else:
         raise ValueError(dataset)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import pathlib
 import time
 
@@ -21,11 +20,11 @@ from advjax.analysis import lsa as lsa_analysis
 from advjax.analysis import plots
 from advjax.losses.lsa import at_lr_name
 from experiments.lsa import _train as T
+from experiments._shared_data import load_local
 from experiments.base import ExperimentResult, accuracy_table
 from advjax.attacks import PGD, get_attack
 from advjax.eval import robust_accuracy
 
-SHARED_DATA = pathlib.Path(os.environ.get("ADVJAX_SHARED_DATA", pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,17 +59,14 @@ class ImageTableConfig:
 
 
 def _load(cfg: ImageTableConfig):
-    from advjax.data import load
-
     kw = {} if cfg.shuffle_seed is None else {"shuffle_seed": cfg.shuffle_seed}
-    dirs = [SHARED_DATA] if SHARED_DATA.is_dir() else None
     try:
-        tr = load(cfg.dataset, cfg.train_split, data_dir=dirs, **kw)
+        tr = load_local(cfg.dataset, cfg.train_split, **kw)
     except (FileNotFoundError, ValueError) as e:
         raise FileNotFoundError(
             f"this configuration trains on {cfg.dataset} split {cfg.train_split!r} (e.g. the full training split, "
             f"as the paper), which was not found. Where advjax.data looked, and how to get it:\n{e}") from None
-    te = load(cfg.dataset, cfg.test_split, data_dir=dirs, **kw)
+    te = load_local(cfg.dataset, cfg.test_split, **kw)
 
     def f(x):
         x = np.asarray(x)

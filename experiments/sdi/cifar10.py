@@ -59,13 +59,12 @@ import sys
 import time
 
 from experiments import claims as C
+from experiments._shared_data import load_local
 from experiments.base import Experiment, ExperimentResult, fmt
 from experiments.sdi import _render as R
 from experiments.sdi import paper_values as PV
 
 EPS = 8 / 255
-DATA_DIR = pathlib.Path(os.environ.get("ADVJAX_SHARED_DATA",
-                                       pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"))
 
 # the baselines (method registry name, settings), as in the thesis' comparison
 METHODS = {
@@ -135,7 +134,7 @@ def load_cifar10_split(n_train: int | None, data: str = "cifar10-test-split", da
         te = load("cifar10", "test", data_dir=data_dir)
         x_tr, y_tr, x_te, y_te = tr.x, tr.y, te.x, te.y
     else:
-        ds = load("cifar10", "test", data_dir=data_dir or (DATA_DIR / "cifar10"))
+        ds = load("cifar10", "test", data_dir=data_dir) if data_dir else load_local("cifar10", "test")
         x, y = np.asarray(ds.x), np.asarray(ds.y).astype(np.int32)
         # the file is sorted by class: a fixed stratified split, 900 + 100 images per class,
         # each part in a fixed shuffled order (so any prefix is class-balanced too)

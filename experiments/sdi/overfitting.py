@@ -37,7 +37,8 @@ import numpy as np
 from experiments import claims as C
 from experiments.base import Experiment, ExperimentResult, fmt
 from experiments.sdi import paper_values as PV
-from experiments.sdi.cifar10 import DATA_DIR, load_cifar10_split, optimizer_config, train_one
+from experiments._shared_data import load_local
+from experiments.sdi.cifar10 import load_cifar10_split, optimizer_config, train_one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,9 +92,8 @@ def load_split(sc: OFScale):
     if not sc.data.startswith("mnist"):
         return load_cifar10_split(sc.n_train, sc.data)
     import numpy as np
-    from advjax.data import load
 
-    ds = load("mnist", "test", data_dir=[DATA_DIR] if DATA_DIR.is_dir() else None, shuffle_seed=0)
+    ds = load_local("mnist", "test", shuffle_seed=0)
     x, y = np.asarray(ds.x), np.asarray(ds.y, np.int32)
     n = sc.n_train or 8000
     return (x[:n], y[:n]), (x[n:], y[n:])
