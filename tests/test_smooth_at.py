@@ -397,3 +397,53 @@ class LandscapeTest(chex.TestCase):
             landscape.loss_surface(models.logits_fn(st.model), st.variables(), X, Y, X[:2], X, [0.0], [0.0])
         with pytest.raises(ValueError, match="pass a PRNG key"):
             landscape.loss_landscape(models.logits_fn(st.model), st.variables(), X, Y)
+
+
+def test_experiments_render_claims_with_the_binomial_noise_of_one_seed(tmp_path, monkeypatch):
+    """The three smooth-at experiments' tables and claims, with training and evaluation replaced by
+    fakes (the protocol and rendering only): one seed decides a claim against the binomial standard
+    error of the compared accuracies on the headline metric's images (PGD-50 on n_eval at the cpu
+    scale, where AutoAttack ran on a subset), never against a made-up constant."""
+    import types
+
+    from experiments.claims import accuracy_diff_se
+    from experiments.smooth_at import _common as C
+    from experiments.smooth_at import activations, celu, table10
+
+    robust = {"relu": 20.0, "softplus": 30.0, "gelu": 21.0, "elu(1)": 25.0, "elu(2)": 10.0, "celu(2)": 24.0}
+
+    def fake_train(out_dir, label, sc, data, *, activation="relu", seed=0, epochs=None, **kw):
+        r = robust.get(activation, 20.0) + (5.0 if kw.get("smooth_attacker") and kw.get("smooth_optimizer") else 0.0)
+        return types.SimpleNamespace(r=r, activation=activation, state=types.SimpleNamespace(params={}))
+
+    def fake_eval(res, sc, data, seed=0):
+        return {"clean": 40.0, "PGD-10": res.r + 1, "PGD-50": res.r, "AutoAttack": res.r - 1, "train_clean": 40.0,
+                "train_pgd10": res.r, "train_loss": 2.0, "images_per_s": 100.0}
+
+    monkeypatch.setattr(C, "train", fake_train)
+    monkeypatch.setattr(C, "evaluate", fake_eval)
+    monkeypatch.setattr(C, "load_data", lambda sc: None)
+    monkeypatch.setattr(C, "landscape_pair", lambda results, data, out_dir, seed=0: {
+        "file": "landscapes.png", "roughness": {k: [1.0] for k in results}})
+    monkeypatch.setattr(A, "smooth_relu_alphas", lambda params: {})
+    cpu = C.SCALES["cpu"]
+    assert C.headline(cpu, {"a": {"AutoAttack": (1.0, None)}}) == "PGD-50"  # AA on 100 of the 500 images
+    assert C.headline(C.SCALES["paper"], {"a": {"AutoAttack": (1.0, None)}}) == "AutoAttack"
+
+    r = table10.run("cpu", out_dir=tmp_path / "t10")
+    both = [c for c in r.metrics["claims"] if c["claim"].startswith("both:")][0]
+    assert both["noise"] == pytest.approx(accuracy_diff_se(25.0, 20.0, cpu.n_eval))
+    assert both["verdict"] == "yes"  # +5 points > the 2.6-point standard error
+    assert "Claims compare PGD-50" in r.markdown and "on 500 images" in r.markdown
+
+    r = activations.run("cpu", out_dir=tmp_path / "act")
+    by = {c["claim"]: c for c in r.metrics["claims"]}
+    soft = [c for t, c in by.items() if t.startswith("CIFAR-10 (Sec. 4.7): Softplus")][0]
+    gelu = [c for t, c in by.items() if t.startswith("CIFAR-10 (Sec. 4.7): GELU")][0]
+    assert soft["verdict"] == "yes" and soft["noise"] == pytest.approx(accuracy_diff_se(30.0, 20.0, cpu.n_eval))
+    assert gelu["verdict"].startswith("undecided")  # +1 point: inside the noise
+    assert "| 19.0 (" in r.markdown  # the AutoAttack column shows AutoAttack, not the headline PGD-50
+
+    r = celu.run("cpu", out_dir=tmp_path / "celu")
+    cmp2 = [c for c in r.metrics["claims"] if c["claim"].startswith("CELU is more robust than ELU at a = 2")][0]
+    assert cmp2["verdict"] == "yes" and cmp2["margin"] == pytest.approx(14.0)

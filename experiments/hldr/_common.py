@@ -342,8 +342,13 @@ def render(dataset_label, sc: Scale, res, cfg, model, n_pool, out_dir, differenc
     except Exception:  # noqa: BLE001 - informative only
         pass
     md += ["", "Ours: HLDR runs its FGSM on the model being fine-tuned at every step (eq. 1, white-box); the paper's "
-           "Table I times exclude making the pairs (its FGSM is precomputed), so its HLDR costs only one extra forward "
-           "over FIMR. The timing includes the compiled step only (the first step, with compilation, excluded).",
+           "pairs are made before fine-tuning, so its Table I times exclude the FGSM. Even with the pairs given, "
+           "HLDR runs a training forward AND backward on both members of a pair (eq. 3's disparity has gradient "
+           "through s_i(x) and s_i(x_a)), about twice FIMR's work per benign sample, not \"one extra forward\": "
+           "`benchmarks/bench_hldr.py` measured HLDR with precomputed pairs at 1.88x FIMR on the paper's VGG "
+           "(CPU, batch 64; benchmarks/README.md). The paper's 2.1 vs 2.0 ms is plausible only where the step is "
+           "not compute-bound (a small model on a GPU). The timing includes the compiled step only (the first "
+           "step, with compilation, excluded).",
            "", f"HGD-defended model at this scale: {hgd_params} parameters (paper, full width: {P.HGD_DEFENDED_PARAMS:,}; "
            "ours at full width 26,023,115, see advjax/models/hgd.py).", "",
            "## The paper's claims", "", "Decided over folds with experiments.claims: \"n seeds\" below means the n "

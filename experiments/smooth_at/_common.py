@@ -254,6 +254,34 @@ def claim(text: str, ours_holds: Optional[bool], detail: str, margin: Optional[f
     return {"claim": text, "verdict": verdict, "detail": detail, "margin": signed, "noise": noise}
 
 
+def headline(sc: Scale, per_row: Mapping[str, Mapping]) -> str:
+    """The robust accuracy the claims compare: AutoAttack when it ran on every evaluated image, else
+    PGD-50 on the ``n_eval`` images (AutoAttack on its ``n_aa``-image subset is shown beside it as the
+    check that PGD-50 does not overestimate; at the cpu scale its binomial noise is sqrt(5) times PGD-50's)."""
+    has_aa = all("AutoAttack" in m for m in per_row.values())
+    return "AutoAttack" if has_aa and sc.n_aa >= sc.n_eval else "PGD-50"
+
+
+def diff_noise(sc: Scale, metric: str, a: Mapping, b: Mapping) -> float:
+    """The noise a claim comparing ``metric`` of two rows (``mean_std`` dicts) is decided against: the
+    larger seed std of the two when several seeds ran, else the binomial standard error of the
+    difference of two accuracies on the metric's images (n_aa for AutoAttack, n_eval otherwise)."""
+    sds = [m[metric][1] for m in (a, b) if m.get(metric) and m[metric][1] is not None]
+    if sds:
+        return max(sds)
+    n = sc.n_aa if metric == "AutoAttack" else sc.n_eval
+    return CL.accuracy_diff_se(a[metric][0], b[metric][0], n)
+
+
+def noise_note(sc: Scale, metric: str, n_seeds: int) -> str:
+    if n_seeds > 1:
+        return f"Claims compare {metric}; a margin within the larger seed std of the two rows is undecided."
+    n = sc.n_aa if metric == "AutoAttack" else sc.n_eval
+    return (f"Claims compare {metric}. One seed: a margin within the binomial standard error of the difference "
+            f"of two accuracies on {n} images (about 2.5-3 points here) is undecided; the seed spread of "
+            "single-seed CPU runs elsewhere in this project was up to 3x that, so read a yes / no as an indication.")
+
+
 def claims_markdown(claims: Sequence[dict]) -> str:
     count = {}
     for c in claims:

@@ -55,7 +55,7 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
                 alphas[f"seed {s}"] = smooth_relu_alphas(res.state.params)
         raw[label], per[label] = evals, C.mean_std(evals)
 
-    rob = "AutoAttack" if "AutoAttack" in per["ReLU"] else "PGD-50"
+    rob = C.headline(sc, per)
     head = ["activation", "clean (paper acc.)", "PGD-10", "PGD-50", "AutoAttack (paper rob.)", "train clean",
             "train PGD-10", "img/s"]
     body = []
@@ -63,15 +63,17 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
         acc_p, rob_p = P.FIG_30.get(_key(ACTIVATIONS[label]), (None, None))
         m = per[label]
         body.append([label, C.cell(m.get("clean"), acc_p), C.cell(m.get("PGD-10"), False),
-                     C.cell(m.get("PGD-50"), False), C.cell(m.get(rob), rob_p), C.cell(m.get("train_clean"), False),
+                     C.cell(m.get("PGD-50"), False), C.cell(m.get("AutoAttack"), rob_p), C.cell(m.get("train_clean"), False),
                      C.cell(m.get("train_pgd10"), False), C.cell(m.get("images_per_s"), False, digits=0)])
 
     def g(label, k):
         v = per.get(label, {}).get(k)
         return None if v is None else v[0]
 
-    sds = [per[l][rob][1] for l in labels if per[l].get(rob) and per[l][rob][1] is not None]
-    noise = max(sds) if sds else None
+
+    def noise(label):
+        return C.diff_noise(sc, rob, per[label], per["ReLU"])
+
     base_r, base_a = g("ReLU", rob), g("ReLU", "clean")
     smooth = [l for l in labels if l != "ReLU"]
     claims = []
@@ -88,13 +90,13 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     if "SmoothReLU" in labels:
         d = g("SmoothReLU", rob) - base_r
         claims.append(C.claim("SmoothReLU beats ReLU (+7.3 robustness, +0.6 accuracy): smoothness, not x < 0 responses",
-                              d > 0, f"{rob} {d:+.1f}, clean {g('SmoothReLU', 'clean') - base_a:+.1f}", d, noise))
+                              d > 0, f"{rob} {d:+.1f}, clean {g('SmoothReLU', 'clean') - base_a:+.1f}", d, noise("SmoothReLU")))
     for l in ("Softplus", "GELU", "SmoothReLU"):
         if l in labels:
             d = g(l, rob) - base_r
             claims.append(C.claim(f"CIFAR-10 (Sec. 4.7): {l} beats ReLU at similar accuracy (+0.7 ... +2.3 AutoAttack)",
                                   d > 0 and abs(g(l, "clean") - base_a) < 3, f"{rob} {d:+.1f}, clean "
-                                  f"{g(l, 'clean') - base_a:+.1f}", d, noise))
+                                  f"{g(l, 'clean') - base_a:+.1f}", d, noise(l)))
     for l in ("ELU", "SiLU"):
         if l in labels:
             d = g(l, rob) - base_r
@@ -102,7 +104,7 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
             inc = P.CIFAR10_CLAIMS["train_error_increase"][l.lower()]
             claims.append(C.claim(f"CIFAR-10: {l} trains worse than ReLU (training error +{inc}) and is less robust",
                                   d < 0 and dtr < 0, f"{rob} {d:+.1f}; training-subset clean accuracy {dtr:+.1f}",
-                                  d, noise))
+                                  d, noise(l)))
 
     ls = C.landscape_pair({l: first[l] for l in LANDSCAPES if l in first}, data, out_dir, seed=seed)
     ls_rows = [[l, ", ".join(f"{v:.3g}" for v in r)] for l, r in ls["roughness"].items()]
@@ -120,7 +122,8 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
            "Directions: each model's own sign(grad_x CE) and a random orthogonal vector, +-16/255, on the same "
            f"{len(next(iter(ls['roughness'].values())))} held-out images; roughness = mean |discrete Laplacian| "
            "(lower is smoother).", "", C.table(["model", "roughness per image"], ls_rows), "",
-           "### The thesis' claims at this scale", "", C.claims_markdown(claims), ""]
+           "### The thesis' claims at this scale", "", C.noise_note(sc, rob, len(seeds)), "",
+           C.claims_markdown(claims), ""]
     config = {"scale": sc.name, "settings": {k: str(v) for k, v in vars(sc).items()},
               "activations": {l: ACTIVATIONS[l] for l in labels}, "seeds": seeds}
     return ExperimentResult(markdown="\n".join(md), config=config,
