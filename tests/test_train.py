@@ -123,6 +123,13 @@ def test_run_dir_with_a_different_configuration(tmp_path):
     prepare_run_dir(_tiny(tmp_path).replace(num_classes=2))  # same: fine (resume)
     with pytest.raises(ValueError, match="holds a different configuration.*optimizer.lr"):
         prepare_run_dir(_tiny(tmp_path, optimizer=OptimizerConfig(lr=0.5)).replace(num_classes=2))
+    # a tuple in model_kwargs is the list config.json stores: the same configuration, it resumes
+    # (it did not: every smooth-at / sat run with input_shape=(32, 32, 3) refused to resume)
+    tup = tmp_path / "tup"
+    prepare_run_dir(_tiny(tup, model_kwargs={"hidden": (4,)}).replace(num_classes=2))
+    prepare_run_dir(_tiny(tup, model_kwargs={"hidden": (4,)}).replace(num_classes=2))
+    with pytest.raises(ValueError, match="differs in .'model_kwargs.hidden'"):
+        prepare_run_dir(_tiny(tup, model_kwargs={"hidden": (5,)}).replace(num_classes=2))
 
 
 def test_cli_flags_build_the_config(tmp_path):

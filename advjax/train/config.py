@@ -177,7 +177,9 @@ class TrainConfig:
 
 
 def config_diff(a: dict, b: dict, ignore=("run_dir", "devices")) -> list[str]:
-    """Keys (dotted) whose values differ between two config dicts."""
+    """Keys (dotted) whose values differ between two config dicts, compared as they read back from
+    JSON (a tuple in ``model_kwargs`` equals the list config.json stores)."""
+    a, b = json.loads(json.dumps(a, default=str)), json.loads(json.dumps(b, default=str))
     out = []
     for k in sorted(set(a) | set(b)):
         if k in ignore:
