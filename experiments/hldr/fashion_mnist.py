@@ -55,8 +55,8 @@ EXPERIMENT = Experiment(
     paper='Schwartz & Ditzler, "Bolstering Adversarial Robustness with Latent Disparity Regularization", '
           "Fig. 2-6 (a, b), Table I",
     expected_runtime={"quick": "23 min measured on the loaded 2-core machine (compilation dominates); less idle",
-                      "cpu": "~45-60 min on 2 idle cores, estimated (not measured): pretraining ~8 min, 3 folds x 7 "
-                             "fine-tunings + evaluation ~8-10 min each, ~15 compilations",
+                      "cpu": "67 min measured on 2 cores shared with 2-3 other experiment runs (session 11; "
+                             "pretraining, then 3 folds x 7 fine-tunings + evaluation); less on idle cores",
                       "paper": "10 folds x 7 fine-tunings of the full VGG-16 (+ an 11M-parameter denoiser): GPU hours"},
     paper_values={"table_i_ms": P.TABLE_I_MS, "hgd_defended_params": P.HGD_DEFENDED_PARAMS},
     run=run,

@@ -122,8 +122,9 @@ EXPERIMENT = Experiment(
     paper='Xie et al., "Smooth Adversarial Training" (2020); thesis "Boosting Adversarial Training in '
           'Adversarial Machine Learning", ch. 4, Table X and Sec. 4.3.3',
     expected_runtime={"quick": "~3 min on 2 idle cores (13 min with the machine 5x oversubscribed)",
-                      "cpu": "~35-45 min on 2 idle cores, estimated (6 runs x 6 epochs of 9000 images, Model B; "
-                      "PGD-10/50 on 500, AutoAttack on 100)",
+                      "cpu": "86 min measured on 2 cores shared with 2-3 other experiment runs (session 11; 5 runs x "
+                      "6 epochs + one of 12, 9000 images, Model B; PGD-10/50 on 500, AutoAttack on 100: the "
+                      "evaluation took as long as the training)",
                       "paper": "ResNet-18 on the CIFAR-10 training set: ~6 GPU-hours (6 runs x 200 epochs)"},
     paper_values={"table_x": {f"attacker={a}, optimizer={o}": v for (a, o), v in P.TABLE_X.items()},
                   "pgd2_delta": P.PGD2_DELTA, "schedule_2x_delta": P.SCHEDULE_2X_DELTA,
