@@ -262,6 +262,11 @@ def headline(sc: Scale, per_row: Mapping[str, Mapping]) -> str:
     return "AutoAttack" if has_aa and sc.n_aa >= sc.n_eval else "PGD-50"
 
 
+def _n_images(sc: Scale, metric: str) -> int:
+    """How many held-out images ``metric`` was measured on."""
+    return sc.n_aa if metric == "AutoAttack" else sc.n_eval
+
+
 def diff_noise(sc: Scale, metric: str, a: Mapping, b: Mapping) -> float:
     """The noise a claim comparing ``metric`` of two rows (``mean_std`` dicts) is decided against: the
     larger seed std of the two when several seeds ran, else the binomial standard error of the
@@ -269,16 +274,16 @@ def diff_noise(sc: Scale, metric: str, a: Mapping, b: Mapping) -> float:
     sds = [m[metric][1] for m in (a, b) if m.get(metric) and m[metric][1] is not None]
     if sds:
         return max(sds)
-    n = sc.n_aa if metric == "AutoAttack" else sc.n_eval
-    return CL.accuracy_diff_se(a[metric][0], b[metric][0], n)
+    return CL.accuracy_diff_se(a[metric][0], b[metric][0], _n_images(sc, metric))
 
 
 def noise_note(sc: Scale, metric: str, n_seeds: int) -> str:
     if n_seeds > 1:
         return f"Claims compare {metric}; a margin within the larger seed std of the two rows is undecided."
-    n = sc.n_aa if metric == "AutoAttack" else sc.n_eval
+    n = _n_images(sc, metric)
     return (f"Claims compare {metric}. One seed: a margin within the binomial standard error of the difference "
-            f"of two accuracies on {n} images (about 2.5-3 points here) is undecided; the seed spread of "
+            f"of two accuracies on {n} images (~{CL.accuracy_diff_se(25.0, 25.0, n):.1f} points at 25 %) is "
+            "undecided; the seed spread of "
             "single-seed CPU runs elsewhere in this project was up to 3x that, so read a yes / no as an indication.")
 
 

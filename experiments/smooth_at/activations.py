@@ -70,7 +70,6 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
         v = per.get(label, {}).get(k)
         return None if v is None else v[0]
 
-
     def noise(label):
         return C.diff_noise(sc, rob, per[label], per["ReLU"])
 
