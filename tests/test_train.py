@@ -132,6 +132,33 @@ def test_run_dir_with_a_different_configuration(tmp_path):
         prepare_run_dir(_tiny(tup, model_kwargs={"hidden": (5,)}).replace(num_classes=2))
 
 
+def test_one_writer_per_run_dir(tmp_path):
+    """A run directory in use makes a second fit wait (not interleave its checkpoints), then resume
+    the finished run: the waiting fit trains nothing and returns the first one's parameters."""
+    import threading
+
+    from advjax.train.lock import run_dir_lock
+
+    run = tmp_path / "run"
+    with run_dir_lock(run):
+        with pytest.raises(TimeoutError, match="locked by pid"):
+            with run_dir_lock(run, timeout=0.1, poll=0.05):
+                pass
+        got = {}
+        t = threading.Thread(target=lambda: got.update(
+            r=fit(_tiny(tmp_path), train_data=(XS, YS), progress=False, monitor=False, log=False)))
+        t.start()
+        t.join(3.0)
+        assert t.is_alive() and not (run / "checkpoints").exists()  # waiting, nothing written
+    t.join(120)
+    assert not t.is_alive() and (run / "checkpoints" / "last").is_dir()
+    with run_dir_lock(run, timeout=0.1):  # released at the end of fit
+        pass
+    again = fit(_tiny(tmp_path), train_data=(XS, YS), progress=False, monitor=False, log=False)
+    assert [r["step"] for r in again.history] == [r["step"] for r in got["r"].history]
+    np.testing.assert_array_equal(jax.tree.leaves(again.state.params)[0], jax.tree.leaves(got["r"].state.params)[0])
+
+
 def test_cli_flags_build_the_config(tmp_path):
     (tmp_path / "c.toml").write_text('method = "trades"\nepochs = 3\n')
     parser = configure_parser(argparse.ArgumentParser())

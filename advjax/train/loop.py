@@ -9,6 +9,7 @@ data and on the test data: the catastrophic-overfitting monitor of the fast-AT p
 Run directory::
 
     config.json          the resolved TrainConfig (a different one there is an error)
+    .lock                held while a process trains here (a second one waits; advjax.train.lock)
     metrics.jsonl        one JSON record per epoch
     checkpoints/last/    every ``ckpt_every`` steps and at each epoch end (exact resume point)
     checkpoints/best/    by test PGD accuracy
@@ -40,6 +41,7 @@ the gradient in another order).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -55,6 +57,7 @@ import numpy as np
 from advjax.train import checkpoint as ckpt
 from advjax.train import distributed as dist
 from advjax.train.config import TrainConfig, config_diff
+from advjax.train.lock import run_dir_lock
 from advjax.train.mesh import batch_sharding, check_batch_size, make_mesh, replicated, state_sharding
 from advjax.train.optim import make_optimizer
 from advjax.train.state import TrainState, create_train_state
@@ -261,6 +264,15 @@ def fit(config: TrainConfig, *, train_data=None, test_data=None, model=None, met
         config = config.replace(run_dir=str(_absolute(config.run_dir)))
     config.validate()
     dist.check_same_config(config.to_dict(), "training configuration")  # (several processes only)
+    # one writer per run directory (a second process waits, then resumes from where it finished)
+    lock = (run_dir_lock(config.run_dir) if config.run_dir is not None and dist.is_main()
+            else contextlib.nullcontext())
+    with lock:
+        return _fit(config, train_data=train_data, test_data=test_data, model=model, method=method,
+                    progress=progress, log_every=log_every, monitor=monitor, log=log)
+
+
+def _fit(config, *, train_data, test_data, model, method, progress, log_every, monitor, log) -> FitResult:
     main = dist.is_main()
     if not main:  # process 0 reports; the others only compute
         progress = log = False

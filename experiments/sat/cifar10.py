@@ -77,7 +77,7 @@ EXPERIMENT = Experiment(
                 "under FGSM, BIM, PGD, CW, AA, LAFEAT",
     paper='Jin et al., "Explaining Adversarial Robustness of Neural Networks from Clustering Effect '
           'Perspective", ICCV 2023, Table 1',
-    expected_runtime={"cpu": "2-4 h on 2 idle cores (7 trainings of a quarter-width ResNet-18, 15 epochs; estimate)",
+    expected_runtime={"cpu": "~2.5 h on 2 shared cores (7 trainings of a quarter-width ResNet-18, 8 epochs, ~1.7-2 s per step measured, + the evaluation; estimate); less when sat-shift or sat-clustering runs beside it and trains some of the runs",
                       "quick": "10-25 min (mostly compilation; estimate)",
                       "paper": "days on one accelerator (7 x 200 epochs of ResNet-18)"},
     paper_values={"table1_resnet18": P.TABLE1_RESNET18, "table1_wrn28_10": P.TABLE1_WRN28_10,

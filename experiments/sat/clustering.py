@@ -84,7 +84,7 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     steps_per_epoch = len(x_tr) // sc.batch_size
     fig2 = {}
     for label in ("PGD-AT", "TRADES", "MART"):
-        res = C.train(out_dir, f"{label}", dataclass_replace_keep(sc), data, seed=seed, keep=sc.epochs + 1)
+        res = C.train(out_dir, label, sc, data, seed=seed)
         per_epoch = {}
         for step, state in _epoch_states(res.run_dir, res.state):
             e = step // steps_per_epoch
@@ -110,8 +110,7 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     # Fig. 3 / 7: AT vs SAT model, clean / PGD-100 / LAFEAT-100
     fig37 = {}
     for label in ("PGD-AT", "SAT"):
-        res = C.train(out_dir, label, dataclass_replace_keep(sc) if label == "PGD-AT" else sc, data, seed=seed,
-                      keep=sc.epochs + 1 if label == "PGD-AT" else 2)
+        res = C.train(out_dir, label, sc, data, seed=seed)
         model, variables = res.state.model, res.state.variables()
         attacks = {"clean": None, "PGD-100": PGD(eps=C.EPS, steps=sc.attack_steps, step_size=C.ALPHA),
                    "LAFEAT-100": C.lafeat(model, C.lafeat_heads(res.run_dir, model, variables, x_tr, sc, seed), sc)}
@@ -156,8 +155,8 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     md = C.header(sc, "## Fig. 2, 3, 7: clustering accuracy per layer",
                   f"Clu.Acc with p = {P_NORM} (the appendix's; the released code uses inf) on every conv layer's "
                   f"output (shortcut convs included), centroids from the {len(x_tr)} training images; epochs shown "
-                  f"{epochs_shown}. The Fig. 2 runs keep every epoch-end checkpoint, so they are separate runs "
-                  f"(label suffix `-all-epochs`) from sat-cifar10's.")
+                  f"{epochs_shown}, read from the epoch-end checkpoints that every SAT-family run keeps (the runs are "
+                  f"sat-cifar10's).")
     md += "\n" + "\n\n".join(md_parts) + (f"\n\n**Claims** ({CL.summary(verdicts)}; one run, noise = binomial s.e. "
                                           f"{noise:.2f} points on {len(x_te)} images):\n\n" + CL.table(verdicts) + "\n")
     return ExperimentResult(markdown=md, config={"scale": sc.describe(), "p": P_NORM, "epochs_shown": epochs_shown},
@@ -166,21 +165,13 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
                             plots=plots)
 
 
-def dataclass_replace_keep(sc):
-    """The scale under another name, so the runs keeping every epoch do not collide with the
-    keep-2 runs of the other experiments (a run directory's configuration must not change)."""
-    import dataclasses
-
-    return dataclasses.replace(sc, name=f"{sc.name}-all-epochs")
-
-
 EXPERIMENT = Experiment(
     name="sat-clustering",
     description="SAT, Fig. 2/3/7: Clu.Acc per layer over epochs (PGD-AT, TRADES, MART) and AT vs SAT under PGD / LAFEAT",
     paper='Jin et al., "Explaining Adversarial Robustness of Neural Networks from Clustering Effect '
           'Perspective", ICCV 2023, Fig. 2, 3, 7',
-    expected_runtime={"cpu": "1.5-3 h on 2 idle cores (3 trainings keeping every epoch + the shared SAT run, "
-                             "Clu.Acc of 20 conv layers at 4 epochs; estimate)",
+    expected_runtime={"cpu": "~1-1.5 h on 2 shared cores (PGD-AT, TRADES, MART, SAT: the runs shared with sat-cifar10, "
+                             "trained here if missing; Clu.Acc of 20 conv layers at 4 epochs; estimate)",
                       "quick": "2.5 min measured when sat-shift's PGD-AT and SAT runs exist (3 one-epoch trainings + Clu.Acc; session 10)", "paper": "a day on one accelerator"},
     paper_values={},
     run=run,

@@ -86,7 +86,7 @@ EXPERIMENT = Experiment(
     description="SAT, §6.1: the greedy lambda search (shift distributions of PGD-100, LAFEAT-100, eq. 7), its path",
     paper='Jin et al., "Explaining Adversarial Robustness of Neural Networks from Clustering Effect '
           'Perspective", ICCV 2023, §6.1',
-    expected_runtime={"cpu": "30-60 min on 2 idle cores after the shared PGD-AT training (up to 40 eq. 7 "
+    expected_runtime={"cpu": "30-60 min on 2 shared cores with the shared PGD-AT training (~15 min; then up to 40 eq. 7 "
                              "attacks on 500 images; estimate)",
                       "quick": "5-15 min (estimate)", "paper": "hours on one accelerator"},
     paper_values={},
