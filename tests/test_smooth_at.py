@@ -447,3 +447,6 @@ def test_experiments_render_claims_with_the_binomial_noise_of_one_seed(tmp_path,
     r = celu.run("cpu", out_dir=tmp_path / "celu")
     cmp2 = [c for c in r.metrics["claims"] if c["claim"].startswith("CELU is more robust than ELU at a = 2")][0]
     assert cmp2["verdict"] == "yes" and cmp2["margin"] == pytest.approx(14.0)
+    # a tolerance claim is decided against the noise too: CELU(1.2..1.8) at 20 vs 25 is 5 points out
+    within = [c for c in r.metrics["claims"] if c["claim"].startswith("CELU stays within 0.5")][0]
+    assert within["verdict"] == "no" and within["margin"] == pytest.approx(-4.5)

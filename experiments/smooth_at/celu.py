@@ -65,8 +65,10 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     claims = [
         C.claim("ELU's robustness falls as a grows from 1 to 2 (monotonically; -7.9 at a = 2)",
                 elu_d[-1] < 0 and mono, "ELU changes: " + ", ".join(f"{d:+.1f}" for d in elu_d), elu_d[-1], noise),
-        C.claim("CELU stays within 0.5 points of a = 1 for every a", all(abs(d) <= 0.5 + (noise or 1.0) for d in celu_d),
-                "CELU changes: " + ", ".join(f"{d:+.1f}" for d in celu_d)),
+        # a tolerance claim: it holds by 0.5 - max |change|, decided against the noise like the others
+        # (so with a noise above 0.5 points it can be refuted or left undecided, never confirmed)
+        C.claim("CELU stays within 0.5 points of a = 1 for every a", max(abs(d) for d in celu_d) <= 0.5,
+                "CELU changes: " + ", ".join(f"{d:+.1f}" for d in celu_d), 0.5 - max(abs(d) for d in celu_d), noise),
         C.claim("CELU is more robust than ELU at a = 2 (by 7.4 points)", celu_d[-1] > elu_d[-1],
                 f"CELU {celu_d[-1]:+.1f} vs ELU {elu_d[-1]:+.1f}", celu_d[-1] - elu_d[-1], noise),
     ]
