@@ -89,8 +89,8 @@ EXPERIMENT = Experiment(
     description="ELU vs CELU over a in {1, 1.2, ..., 2.0} in PGD-1 AT (Smooth AT, thesis Table XI)",
     paper='Xie et al., "Smooth Adversarial Training" (2020); thesis "Boosting Adversarial Training in '
           'Adversarial Machine Learning", ch. 4, Table XI',
-    expected_runtime={"quick": "~3 min on 2 idle cores", "cpu": "~60-80 min on 2 cores, estimated from smooth-at-table10's runs (11 runs x "
-                      "4 epochs of 9000 images, Model B; PGD-10/50 on 500, AutoAttack on 50)",
+    expected_runtime={"quick": "~3 min on 2 idle cores", "cpu": "66 min measured on 2 cores shared with another experiment run (session 12; "
+                      "11 runs x 4 epochs of 9000 images, Model B; PGD-10/50 on 500, AutoAttack on 50)",
                       "paper": "ResNet-18 on the CIFAR-10 training set: ~11 GPU-hours (11 runs x 200 epochs)"},
     paper_values={"table_xi_base": P.TABLE_XI_BASE, "table_xi": {str(a): v for a, v in P.TABLE_XI.items()}},
     run=run,
