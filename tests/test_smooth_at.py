@@ -438,8 +438,14 @@ def test_experiments_render_claims_with_the_binomial_noise_of_one_seed(tmp_path,
 
     r = activations.run("cpu", out_dir=tmp_path / "act")
     by = {c["claim"]: c for c in r.metrics["claims"]}
-    soft = [c for t, c in by.items() if t.startswith("CIFAR-10 (Sec. 4.7): Softplus")][0]
-    gelu = [c for t, c in by.items() if t.startswith("CIFAR-10 (Sec. 4.7): GELU")][0]
+    soft = [c for t, c in by.items() if t.startswith("CIFAR-10 (Sec. 4.7): Softplus is more robust")][0]
+    gelu = [c for t, c in by.items() if t.startswith("CIFAR-10 (Sec. 4.7): GELU is more robust")][0]
+    # equal clean accuracy: within the 3-point tolerance, but the tolerance is below the ~3.1-point
+    # noise of a clean-accuracy difference on 500 images, so it cannot be confirmed, only left open
+    acc = [c for t, c in by.items() if t.startswith("CIFAR-10 (Sec. 4.7): Softplus has similar clean")][0]
+    assert acc["margin"] == pytest.approx(3.0) and acc["verdict"].startswith("undecided")
+    every = [c for t, c in by.items() if t.startswith("ImageNet (Fig. 30): every smooth")][0]
+    assert every["margin"] == pytest.approx(0.0) and every["verdict"].startswith("undecided")  # worst: +0
     assert soft["verdict"] == "yes" and soft["noise"] == pytest.approx(accuracy_diff_se(30.0, 20.0, cpu.n_eval))
     assert gelu["verdict"].startswith("undecided")  # +1 point: inside the noise
     assert "| 19.0 (" in r.markdown  # the AutoAttack column shows AutoAttack, not the headline PGD-50

@@ -29,6 +29,9 @@ ACTIVATIONS = {  # label -> activation spec
 }
 QUICK = ("ReLU", "SiLU")
 LANDSCAPES = ("ReLU", "SiLU", "Parametric Softplus (a=10)")
+# "similar accuracy" (Sec. 4.7): the thesis gives no number; its ImageNet rows differ by <= 0.9 points,
+# and a clean-accuracy difference on the cpu scale's 500 images has a binomial s.e. of ~3 points
+ACC_TOL = 3.0
 
 
 def _key(spec: str) -> str:
@@ -77,9 +80,11 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     smooth = [l for l in labels if l != "ReLU"]
     claims = []
     n_up = sum(g(l, rob) > base_r for l in smooth)
-    claims.append(C.claim("ImageNet (Fig. 30): every smooth activation is more robust than ReLU at similar accuracy",
-                          n_up == len(smooth), f"{n_up}/{len(smooth)} more robust; " + ", ".join(
-                              f"{l}: {rob} {g(l, rob) - base_r:+.1f}, clean {g(l, 'clean') - base_a:+.1f}" for l in smooth)))
+    worst = min(smooth, key=lambda l: g(l, rob) - base_r)  # the claim holds by its smallest gain
+    claims.append(C.claim("ImageNet (Fig. 30): every smooth activation is more robust than ReLU",
+                          g(worst, rob) > base_r, f"{n_up}/{len(smooth)} more robust; " + ", ".join(
+                              f"{l}: {rob} {g(l, rob) - base_r:+.1f}, clean {g(l, 'clean') - base_a:+.1f}" for l in smooth),
+                          g(worst, rob) - base_r, noise(worst)))
     if "SiLU" in labels:
         best = max(smooth, key=lambda l: g(l, rob))
         claims.append(C.claim("ImageNet: SiLU is the most robust (42.3 vs ReLU 33.0)", best == "SiLU",
@@ -90,12 +95,17 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
         d = g("SmoothReLU", rob) - base_r
         claims.append(C.claim("SmoothReLU beats ReLU (+7.3 robustness, +0.6 accuracy): smoothness, not x < 0 responses",
                               d > 0, f"{rob} {d:+.1f}, clean {g('SmoothReLU', 'clean') - base_a:+.1f}", d, noise("SmoothReLU")))
+    # Sec. 4.7's "similar accuracy but substantially stronger robustness", as two claims decided
+    # separately: the robustness gain, and the clean accuracy within ACC_TOL points of ReLU's (a
+    # tolerance claim: its margin ACC_TOL - |difference| against the clean accuracies' noise)
     for l in ("Softplus", "GELU", "SmoothReLU"):
         if l in labels:
-            d = g(l, rob) - base_r
-            claims.append(C.claim(f"CIFAR-10 (Sec. 4.7): {l} beats ReLU at similar accuracy (+0.7 ... +2.3 AutoAttack)",
-                                  d > 0 and abs(g(l, "clean") - base_a) < 3, f"{rob} {d:+.1f}, clean "
-                                  f"{g(l, 'clean') - base_a:+.1f}", d, noise(l)))
+            d, da = g(l, rob) - base_r, g(l, "clean") - base_a
+            claims.append(C.claim(f"CIFAR-10 (Sec. 4.7): {l} is more robust than ReLU (+0.7 ... +2.3 AutoAttack)",
+                                  d > 0, f"{rob} {d:+.1f}", d, noise(l)))
+            claims.append(C.claim(f"CIFAR-10 (Sec. 4.7): {l} has similar clean accuracy to ReLU (within "
+                                  f"{ACC_TOL:g} points)", abs(da) <= ACC_TOL, f"clean {da:+.1f}", ACC_TOL - abs(da),
+                                  C.diff_noise(sc, "clean", per[l], per["ReLU"])))
     for l in ("ELU", "SiLU"):
         if l in labels:
             d = g(l, rob) - base_r
