@@ -146,8 +146,9 @@ EXPERIMENT = Experiment(
                 "landscapes (Smooth AT, thesis Fig. 30, 32, Sec. 4.7)",
     paper='Xie et al., "Smooth Adversarial Training" (2020); thesis "Boosting Adversarial Training in '
           'Adversarial Machine Learning", ch. 4, Fig. 30, Sec. 4.4.2, Fig. 32, Sec. 4.7',
-    expected_runtime={"quick": "~3 min on 2 idle cores", "cpu": "~40-50 min on 2 idle cores, estimated (7 runs x "
-                      "6 epochs of 9000 images, Model B; PGD-10/50 on 500, AutoAttack on 100; landscapes)",
+    expected_runtime={"quick": "~3 min on 2 idle cores", "cpu": "70 min measured on 2 cores shared with another experiment run and "
+                      "benchmarks (session 12; 7 runs x 6 epochs of 9000 images, Model B; PGD-10/50 on 500, AutoAttack "
+                      "on 100; landscapes)",
                       "paper": "ResNet-18 on the CIFAR-10 training set: ~7 GPU-hours (7 runs x 200 epochs)"},
     paper_values={"fig_30": P.FIG_30, "cifar10": P.CIFAR10_CLAIMS},
     run=run,
