@@ -394,6 +394,21 @@ def test_sat_cifar10_renders_table1_with_paper_values(monkeypatch, tmp_path):
     assert "not run" not in res.markdown and "Claims" in res.markdown
 
 
+def test_shared_trainings_go_to_the_runs_nobody_is_training(monkeypatch, tmp_path):
+    """train_all trains first the runs no other process holds and comes back to the busy ones, so
+    two SAT experiments started together split their shared trainings."""
+    from advjax.train.lock import run_dir_lock
+    from experiments.sat import _common as SC
+
+    order = []
+    monkeypatch.setattr(SC, "train", lambda out_dir, label, sc, data, seed=0: order.append(label) or label)
+    out = tmp_path / "sat-cifar10"
+    with run_dir_lock(SC.runs_root(out, SC.CPU) / "TRADES_s0"):  # "another process" trains TRADES
+        got = SC.train_all(out, ["PGD-AT", "TRADES", "MART"], SC.CPU, None)
+    assert order == ["PGD-AT", "MART", "TRADES"]
+    assert list(got) == ["PGD-AT", "TRADES", "MART"] and got["TRADES"] == "TRADES"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["lambda_search", "shift", "clustering"])
 def test_sat_analysis_experiments_run_end_to_end_on_an_untrained_model(name, monkeypatch, tmp_path, shared_data):

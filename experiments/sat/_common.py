@@ -4,7 +4,9 @@ shift sizes, headers and claims.
 
 Runs train through ``advjax.train.fit`` (resumable) into ``<out_dir>/../sat-runs/<scale>/<label>_s<seed>``:
 the four SAT experiments share their trained models when written under the same results
-directory (``advjax reproduce sat-... --out results/`` trains PGD-AT once for all of them).
+directory (``advjax reproduce sat-... --out results/`` trains PGD-AT once for all of them), and
+may run at the same time: ``fit`` locks a run directory while it trains, and ``train_all`` trains
+first the runs nobody else is training, so two experiments started together split the trainings.
 Evaluations of finished runs are cached in ``<out_dir>/cache.json``.
 
 LAFEAT comes from ``advjax.attacks.lafeat`` through its documented interface
@@ -180,6 +182,28 @@ def train(out_dir, label: str, sc: Scale, data, *, seed: int = 0):
     res = fit(cfg, train_data=(x_tr, y_tr), progress=False, monitor=False, log=False)
     log(f"  {label}: done in {time.perf_counter() - t0:.0f} s")
     return res
+
+
+def train_all(out_dir, labels, sc: Scale, data, *, seed: int = 0) -> dict:
+    """``{label: train(...)}`` for every label, training first the runs no other process is training
+    right now and coming back to those that are busy (whose ``fit`` then waits for them): two SAT
+    experiments started together split the shared trainings between them instead of queueing
+    behind each other's lock."""
+    from advjax.train.lock import run_dir_lock
+
+    out, busy = {}, []
+    for label in labels:
+        try:
+            with run_dir_lock(runs_root(out_dir, sc) / f"{label}_s{seed}", timeout=0):
+                pass
+        except TimeoutError:
+            log(f"{label}: being trained by another process; coming back to it")
+            busy.append(label)
+            continue
+        out[label] = train(out_dir, label, sc, data, seed=seed)  # (if taken meanwhile, fit waits)
+    for label in busy:
+        out[label] = train(out_dir, label, sc, data, seed=seed)
+    return {label: out[label] for label in labels}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     data = C.load_data(sc)
     (x_tr, y_tr), (x_te, y_te) = data
     table = {}
-    for label in C.METHODS:
-        res = C.train(out_dir, label, sc, data, seed=seed)
+    runs = C.train_all(out_dir, list(C.METHODS), sc, data, seed=seed)
+    for label, res in runs.items():
         model, variables = res.state.model, res.state.variables()
         heads = C.lafeat_heads(res.run_dir, model, variables, x_tr, sc, seed)
         table[label] = C.cached(out_dir, "table1", {"label": label, "step": int(res.state.step), "n": len(x_te),

@@ -79,12 +79,14 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     out = pathlib.Path(out_dir)
     plots, nums, md_parts = [], {}, []
 
+    runs = C.train_all(out_dir, ("PGD-AT", "TRADES", "MART", "SAT"), sc, data, seed=seed)  # (shared with sat-cifar10)
+
     # Fig. 2: Clu.Acc over epochs (one run per method, every epoch-end checkpoint kept)
     epochs_shown = sorted({1, max(1, sc.epochs // 3), max(1, 2 * sc.epochs // 3), sc.epochs})
     steps_per_epoch = len(x_tr) // sc.batch_size
     fig2 = {}
     for label in ("PGD-AT", "TRADES", "MART"):
-        res = C.train(out_dir, label, sc, data, seed=seed)
+        res = runs[label]
         per_epoch = {}
         for step, state in _epoch_states(res.run_dir, res.state):
             e = step // steps_per_epoch
@@ -110,7 +112,7 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     # Fig. 3 / 7: AT vs SAT model, clean / PGD-100 / LAFEAT-100
     fig37 = {}
     for label in ("PGD-AT", "SAT"):
-        res = C.train(out_dir, label, sc, data, seed=seed)
+        res = runs[label]
         model, variables = res.state.model, res.state.variables()
         attacks = {"clean": None, "PGD-100": PGD(eps=C.EPS, steps=sc.attack_steps, step_size=C.ALPHA),
                    "LAFEAT-100": C.lafeat(model, C.lafeat_heads(res.run_dir, model, variables, x_tr, sc, seed), sc)}

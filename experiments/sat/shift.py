@@ -52,10 +52,12 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     out = pathlib.Path(out_dir)
     plots, md_parts, nums, noises = [], [], {}, {}
 
+    runs = C.train_all(out_dir, ("PGD-AT", "TRADES", "MART", "AWP-AT", "SAT"), sc, data, seed=seed)  # (shared with sat-cifar10)
+
     # Fig. 1: cosine curves on the four AT models
     cos_all = {}
     for label in ("PGD-AT", "TRADES", "MART", "AWP-AT"):
-        res = C.train(out_dir, label, sc, data, seed=seed)
+        res = runs[label]
         model, variables = res.state.model, res.state.variables()
         n = sc.n_cos
         cos = C.cached(out_dir, "cosine", {"label": label, "step": int(res.state.step), "n": n, "scale": sc.name},
@@ -75,7 +77,7 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     # Fig. 4-6: shift sizes
     dist, lasts, points = {}, {}, {}
     for label in ("PGD-AT", "SAT"):
-        res = C.train(out_dir, label, sc, data, seed=seed)
+        res = runs[label]
         model, variables = res.state.model, res.state.variables()
         names = default_layers(model)
         key = {"label": label, "step": int(res.state.step), "n": len(x_te), "scale": sc.name}
