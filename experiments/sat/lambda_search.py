@@ -86,8 +86,9 @@ EXPERIMENT = Experiment(
     description="SAT, §6.1: the greedy lambda search (shift distributions of PGD-100, LAFEAT-100, eq. 7), its path",
     paper='Jin et al., "Explaining Adversarial Robustness of Neural Networks from Clustering Effect '
           'Perspective", ICCV 2023, §6.1',
-    expected_runtime={"cpu": "30-60 min on 2 shared cores with the shared PGD-AT training (~15 min; then up to 40 eq. 7 "
-                             "attacks on 500 images; estimate)",
+    expected_runtime={"cpu": "49 min measured on 2 cores shared with a test run and benchmarks (session 12: the "
+                             "PGD-AT training 28 min, LAFEAT heads, PGD-100 / LAFEAT-100 and 2 eq. 7 attacks on 500 "
+                             "images; up to 40 eq. 7 attacks when the search runs longer)",
                       "quick": "5-15 min (estimate)", "paper": "hours on one accelerator"},
     paper_values={},
     run=run,
