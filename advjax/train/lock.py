@@ -58,6 +58,21 @@ def run_dir_lock(run_dir, *, timeout: float | None = None, poll: float = 2.0, wh
         os.close(fd)  # (releases the lock)
 
 
+def is_locked(run_dir) -> bool:
+    """Whether another process holds ``run_dir``'s lock right now (a snapshot: it may change the next
+    moment, so use it to choose an order of work, not to exclude anyone)."""
+    if fcntl is None or not (pathlib.Path(run_dir) / ".lock").exists():
+        return False
+    fd = os.open(pathlib.Path(run_dir) / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def _holder(fd) -> str:
     try:
         return os.pread(fd, 200, 0).decode().strip() or "another process"

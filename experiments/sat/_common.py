@@ -189,14 +189,11 @@ def train_all(out_dir, labels, sc: Scale, data, *, seed: int = 0) -> dict:
     right now and coming back to those that are busy (whose ``fit`` then waits for them): two SAT
     experiments started together split the shared trainings between them instead of queueing
     behind each other's lock."""
-    from advjax.train.lock import run_dir_lock
+    from advjax.train.lock import is_locked
 
     out, busy = {}, []
     for label in labels:
-        try:
-            with run_dir_lock(runs_root(out_dir, sc) / f"{label}_s{seed}", timeout=0):
-                pass
-        except TimeoutError:
+        if is_locked(runs_root(out_dir, sc) / f"{label}_s{seed}"):
             log(f"{label}: being trained by another process; coming back to it")
             busy.append(label)
             continue
