@@ -93,12 +93,25 @@ def accuracy_table(ours: Mapping[str, Sequence[float]], eps: Sequence[float],
 
 def cached(out_dir, name: str, key: dict, fn):
     """``fn()`` cached in ``out_dir/cache.json`` under (name, key): evaluations of finished runs
-    are not repeated when an experiment is resumed or rerun. ``fn`` returns JSON-able values."""
+    are not repeated when an experiment is resumed or rerun. ``fn`` returns JSON-able values.
+
+    Safe for several experiments writing the same ``out_dir`` at once (the SAT family's): the
+    store is re-read and updated under ``out_dir``'s lock and replaced atomically, so an entry
+    another process wrote while ``fn`` ran is kept."""
+    import os
+
+    from advjax.train.lock import run_dir_lock
+
     path = pathlib.Path(out_dir) / "cache.json"
-    store = json.loads(path.read_text()) if path.exists() else {}
     k = name + " " + json.dumps(key, sort_keys=True)
-    if k not in store:
-        store[k] = fn()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(store, indent=1))
-    return store[k]
+    store = json.loads(path.read_text()) if path.exists() else {}
+    if k in store:
+        return store[k]
+    value = fn()
+    with run_dir_lock(path.parent, what="results directory (cache.json)"):
+        store = json.loads(path.read_text()) if path.exists() else {}
+        store[k] = value
+        tmp = path.with_name(f".cache.json.{os.getpid()}")
+        tmp.write_text(json.dumps(store, indent=1))
+        os.replace(tmp, path)
+    return value

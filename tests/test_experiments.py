@@ -402,3 +402,19 @@ def test_lsa_mnist_paper_scale_says_where_it_looked_for_the_training_split(monke
     with pytest.raises(FileNotFoundError, match=r"(?s)split 'train'.*searched: /nowhere/mnist"):
         mnist.run("paper", quick=True, out_dir=tmp_path)
     assert mnist.PAPER.train_split == "train" and mnist.PAPER.test_split == "test" and mnist.PAPER.n_eval == 10000
+
+
+def test_cached_keeps_entries_another_writer_added_while_it_computed(tmp_path):
+    """Two experiments sharing one --out (the SAT family's) write cache.json while the other is
+    computing: an entry written in the meantime survives, and a hit does not recompute."""
+    from experiments.base import cached
+
+    def slow_a():
+        # "another process" finishes and writes its entry while this one computes
+        assert cached(tmp_path, "b", {"k": 1}, lambda: 2.0) == 2.0
+        return 1.0
+
+    assert cached(tmp_path, "a", {"k": 1}, slow_a) == 1.0
+    store = json.loads((tmp_path / "cache.json").read_text())
+    assert sorted(store) == ['a {"k": 1}', 'b {"k": 1}']
+    assert cached(tmp_path, "b", {"k": 1}, lambda: pytest.fail("recomputed a cached entry")) == 2.0

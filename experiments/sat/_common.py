@@ -176,7 +176,7 @@ def train(out_dir, label: str, sc: Scale, data, *, seed: int = 0):
     cfg = TrainConfig(model="resnet18", model_kwargs={"widths": list(sc.widths)}, dataset="cifar10", method=name,
                       method_kwargs=dict(kw), epochs=sc.epochs, batch_size=sc.batch_size, optimizer=opt,
                       augment=False, seed=seed, eval_size=0, keep=sc.epochs + 1, num_classes=10, input_shape=(32, 32, 3),
-                      run_dir=str(runs_root(out_dir, sc) / f"{label}_s{seed}"))
+                      run_dir=str(run_dir(out_dir, label, sc, seed)))
     log(f"train {label} ({name}, seed {seed}): {cfg.epochs} epoch(s) on {len(x_tr)} images")
     t0 = time.perf_counter()
     res = fit(cfg, train_data=(x_tr, y_tr), progress=False, monitor=False, log=False)
@@ -184,23 +184,34 @@ def train(out_dir, label: str, sc: Scale, data, *, seed: int = 0):
     return res
 
 
-def train_all(out_dir, labels, sc: Scale, data, *, seed: int = 0) -> dict:
-    """``{label: train(...)}`` for every label, training first the runs no other process is training
-    right now and coming back to those that are busy (whose ``fit`` then waits for them): two SAT
-    experiments started together split the shared trainings between them instead of queueing
-    behind each other's lock."""
+def split_work(labels, lock_dir, work, what: str = "work") -> dict:
+    """``{label: work(label)}`` for every label, doing first the labels whose ``lock_dir(label)``
+    no other process holds right now and coming back to the busy ones at the end (whose ``work``
+    then waits for the holder and finds its result: a finished run, a cached evaluation). Two SAT
+    experiments started together on the same ``--out`` split the shared work between them instead
+    of queueing behind each other's lock."""
     from advjax.train.lock import is_locked
 
     out, busy = {}, []
     for label in labels:
-        if is_locked(runs_root(out_dir, sc) / f"{label}_s{seed}"):
-            log(f"{label}: being trained by another process; coming back to it")
+        if is_locked(lock_dir(label)):
+            log(f"{label}: {what} in progress in another process; coming back to it")
             busy.append(label)
             continue
-        out[label] = train(out_dir, label, sc, data, seed=seed)  # (if taken meanwhile, fit waits)
+        out[label] = work(label)  # (if taken meanwhile, its lock makes this wait)
     for label in busy:
-        out[label] = train(out_dir, label, sc, data, seed=seed)
+        out[label] = work(label)
     return {label: out[label] for label in labels}
+
+
+def run_dir(out_dir, label: str, sc: Scale, seed: int = 0) -> pathlib.Path:
+    return runs_root(out_dir, sc) / f"{label}_s{seed}"
+
+
+def train_all(out_dir, labels, sc: Scale, data, *, seed: int = 0) -> dict:
+    """``{label: train(...)}``, split with other processes by ``fit``'s run-directory lock."""
+    return split_work(labels, lambda label: run_dir(out_dir, label, sc, seed),
+                      lambda label: train(out_dir, label, sc, data, seed=seed), "training")
 
 
 # ------------------------------------------------------------------------------------------------

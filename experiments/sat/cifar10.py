@@ -20,15 +20,27 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     sc = C.pick_scale(scale, quick)
     data = C.load_data(sc)
     (x_tr, y_tr), (x_te, y_te) = data
-    table = {}
+    from advjax.train.lock import run_dir_lock
+
     runs = C.train_all(out_dir, list(C.METHODS), sc, data, seed=seed)
-    for label, res in runs.items():
+
+    def eval_dir(label):
+        return C.run_dir(out_dir, label, sc, seed) / "table1-eval"
+
+    def evaluate(label):
+        # under a lock of its own, so a second sat-cifar10 on the same --out evaluates other rows
+        # meanwhile (and then reads this one from the cache)
+        res = runs[label]
         model, variables = res.state.model, res.state.variables()
-        heads = C.lafeat_heads(res.run_dir, model, variables, x_tr, sc, seed)
-        table[label] = C.cached(out_dir, "table1", {"label": label, "step": int(res.state.step), "n": len(x_te),
-                                                    "scale": sc.name},
-                                lambda: C.evaluate(model, variables, x_te, y_te, sc, heads, seed))
-        C.log(f"  {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in table[label].items()))
+        with run_dir_lock(eval_dir(label), what="Table 1 evaluation"):
+            heads = C.lafeat_heads(res.run_dir, model, variables, x_tr, sc, seed)
+            accs = C.cached(out_dir, "table1", {"label": label, "step": int(res.state.step), "n": len(x_te),
+                                                "scale": sc.name},
+                            lambda: C.evaluate(model, variables, x_te, y_te, sc, heads, seed))
+        C.log(f"  {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in accs.items()))
+        return accs
+
+    table = C.split_work(list(C.METHODS), eval_dir, evaluate, "evaluation")
 
     head = ["method"] + list(C.COLUMNS)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
