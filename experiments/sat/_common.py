@@ -186,21 +186,28 @@ def train(out_dir, label: str, sc: Scale, data, *, seed: int = 0):
     return res
 
 
-def split_work(labels, lock_dir, work, what: str = "work") -> dict:
-    """``{label: work(label)}`` for every label, doing first the labels whose ``lock_dir(label)``
-    no other process holds right now and coming back to the busy ones at the end (whose ``work``
-    then waits for the holder and finds its result: a finished run, a cached evaluation). Two SAT
-    experiments started together on the same ``--out`` split the shared work between them instead
-    of queueing behind each other's lock."""
+def split_work(labels, lock_dirs, work, what: str = "work", *, wait: bool = True) -> dict:
+    """``{label: work(label)}`` for every label, doing first the labels none of whose
+    ``lock_dirs(label)`` (a path or a list of paths) another process holds right now, and coming
+    back to the busy ones at the end (whose ``work`` then waits for the holder and finds its
+    result: a finished run, a cached evaluation). With ``wait=False`` the busy ones are left out
+    of the result instead. Two SAT experiments started together on the same ``--out`` split the
+    shared work between them instead of queueing behind each other's lock."""
     from advjax.train.lock import is_locked
+
+    def busy_now(label):
+        dirs = lock_dirs(label)
+        return any(is_locked(d) for d in (dirs if isinstance(dirs, (list, tuple)) else [dirs]))
 
     out, busy = {}, []
     for label in labels:
-        if is_locked(lock_dir(label)):
-            log(f"{label}: {what} in progress in another process; coming back to it")
+        if busy_now(label):
+            log(f"{label}: {what} in progress in another process; " + ("coming back to it" if wait else "skipped"))
             busy.append(label)
             continue
         out[label] = work(label)  # (if taken meanwhile, its lock makes this wait)
+    if not wait:
+        return out
     for label in busy:
         out[label] = work(label)
     return {label: out[label] for label in labels}
@@ -210,10 +217,11 @@ def run_dir(out_dir, label: str, sc: Scale, seed: int = 0) -> pathlib.Path:
     return runs_root(out_dir, sc) / f"{label}_s{seed}"
 
 
-def train_all(out_dir, labels, sc: Scale, data, *, seed: int = 0) -> dict:
-    """``{label: train(...)}``, split with other processes by ``fit``'s run-directory lock."""
+def train_all(out_dir, labels, sc: Scale, data, *, seed: int = 0, wait: bool = True) -> dict:
+    """``{label: train(...)}``, split with other processes by ``fit``'s run-directory lock; with
+    ``wait=False`` the runs another process is training are left out (``train`` them later)."""
     return split_work(labels, lambda label: run_dir(out_dir, label, sc, seed),
-                      lambda label: train(out_dir, label, sc, data, seed=seed), "training")
+                      lambda label: train(out_dir, label, sc, data, seed=seed), "training", wait=wait)
 
 
 # ------------------------------------------------------------------------------------------------

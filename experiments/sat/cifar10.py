@@ -22,7 +22,10 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     (x_tr, y_tr), (x_te, y_te) = data
     from advjax.train.lock import run_dir_lock
 
-    runs = C.train_all(out_dir, list(C.METHODS), sc, data, seed=seed)
+    # train what nobody else is training, then evaluate what nobody else is training or evaluating
+    # (a run another process is still training is evaluated last: its train() waits for it), so two
+    # sat-cifar10 on one --out keep both busy until the table is done
+    runs = C.train_all(out_dir, list(C.METHODS), sc, data, seed=seed, wait=False)
 
     def eval_dir(label):
         return C.run_dir(out_dir, label, sc, seed) / "table1-eval"
@@ -30,7 +33,7 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     def evaluate(label):
         # under a lock of its own, so a second sat-cifar10 on the same --out evaluates other rows
         # meanwhile (and then reads this one from the cache)
-        res = runs[label]
+        res = runs[label] if label in runs else C.train(out_dir, label, sc, data, seed=seed)
         model, variables = res.state.model, res.state.variables()
         with run_dir_lock(eval_dir(label), what="Table 1 evaluation"):
             heads = C.lafeat_heads(res.run_dir, model, variables, x_tr, sc, seed)
@@ -40,7 +43,8 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
         C.log(f"  {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in accs.items()))
         return accs
 
-    table = C.split_work(list(C.METHODS), eval_dir, evaluate, "evaluation")
+    table = C.split_work(list(C.METHODS), lambda label: [eval_dir(label), C.run_dir(out_dir, label, sc, seed)],
+                         evaluate, "training or evaluation")
 
     head = ["method"] + list(C.COLUMNS)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
