@@ -405,8 +405,16 @@ def test_shared_trainings_go_to_the_runs_nobody_is_training(monkeypatch, tmp_pat
     out = tmp_path / "sat-cifar10"
     with run_dir_lock(SC.runs_root(out, SC.CPU) / "TRADES_s0"):  # "another process" trains TRADES
         got = SC.train_all(out, ["PGD-AT", "TRADES", "MART"], SC.CPU, None)
-    assert order == ["PGD-AT", "MART", "TRADES"]
-    assert list(got) == ["PGD-AT", "TRADES", "MART"] and got["TRADES"] == "TRADES"
+        assert order == ["PGD-AT", "MART", "TRADES"]
+        assert list(got) == ["PGD-AT", "TRADES", "MART"] and got["TRADES"] == "TRADES"
+        # wait=False (sat-cifar10: evaluate the finished runs meanwhile) leaves the busy one out
+        order.clear()
+        assert list(SC.train_all(out, ["PGD-AT", "TRADES", "MART"], SC.CPU, None, wait=False)) == ["PGD-AT", "MART"]
+        assert order == ["PGD-AT", "MART"]
+        # a label is busy when any of its lock directories is held
+        seen = SC.split_work(["PGD-AT", "TRADES"], lambda l: [out / "free", SC.runs_root(out, SC.CPU) / f"{l}_s0"],
+                             lambda l: l, wait=False)
+        assert list(seen) == ["PGD-AT"]
 
 
 @pytest.mark.slow
