@@ -93,7 +93,7 @@ EXPERIMENT = Experiment(
                 "under FGSM, BIM, PGD, CW, AA, LAFEAT",
     paper='Jin et al., "Explaining Adversarial Robustness of Neural Networks from Clustering Effect '
           'Perspective", ICCV 2023, Table 1',
-    expected_runtime={"cpu": "~2.5 h on 2 shared cores (7 trainings of a quarter-width ResNet-18, 8 epochs, ~1.7-2 s per step measured, + the evaluation; estimate); less when sat-shift or sat-clustering runs beside it and trains some of the runs",
+    expected_runtime={"cpu": "~2.5 h with two sat-cifar10 on one --out, ~4 h alone (measured, session 13, two processes on 2 cores: the 7 trainings 15-23 min each, 1 h 20 min in all; heads ~1 min and the evaluation ~20-25 min per row, so the 7 rows ~1.2 h more)",
                       "quick": "10-25 min (mostly compilation; estimate)",
                       "paper": "days on one accelerator (7 x 200 epochs of ResNet-18)"},
     paper_values={"table1_resnet18": P.TABLE1_RESNET18, "table1_wrn28_10": P.TABLE1_WRN28_10,
