@@ -84,12 +84,12 @@ class Scale:
 
 # ResNet-18 at a quarter of the width (16-32-64-128 channels, 0.70M parameters instead of 11.2M)
 # on the 9000-image split, 5 epochs (70 steps each), lr x0.1 at epochs 3 and 4 (the paper's 50 % /
-# 75 %). Measured (session 13, two experiments sharing the 2 cores): PGD-7-AT 62 images/s, TRADES
+# 75 %). Measured (session 13, two experiments sharing the 2 cores): PGD-7-AT 51-55 images/s, TRADES
 # 34 images/s, i.e. ~15 / ~23 min per 5-epoch training (1 h 20 min for the seven with two
 # processes). Evaluating one model (BIM / PGD / CW-100 on 400 images, LAFEAT-100's 10-beta sweep
 # on the robust ones, standard AutoAttack on 100) took ~20-25 min, its heads ~1 min. Table 1 is
-# then ~2.5 h with two sat-cifar10 on the same --out (they split trainings and evaluations). The first settings (15, then 8 epochs on 500 / 200 eval
-# images) would have taken ~5 h and ~3 h: too long for a session with sat-shift / sat-clustering.
+# then ~2.5 h with two sat-cifar10 on the same --out (they split trainings and evaluations). The
+# first settings (15, then 8 epochs on 500 / 200 eval images) would have taken ~5 h and ~3.5 h.
 CPU = Scale(name="cpu", widths=(16, 32, 64, 128), data="cifar10-test-split", n_train=9000, epochs=5, n_eval=400,
             n_aa=100, milestones=(3, 4), head_epochs=5)
 QUICK = dataclasses.replace(CPU, name="quick", widths=(8, 16, 32, 64), n_train=256, epochs=1, n_eval=32, n_aa=8,
