@@ -11,7 +11,11 @@ interleaved on the same real CIFAR-10 batch and the same weights:
   later runs are skipped once no point of the batch is robust, but a run with any robust point
   computes the whole batch (masks, static shapes). With ``--robust-model`` (default off) the
   weights are a quick PGD-AT fine-tune so some points survive; otherwise the random weights are
-  fooled at once and the figure is close to the ``x1`` one.
+  fooled at once and the figure is close to the ``x1`` one. ``--run-dir`` measures a trained model
+  instead: the weights of an advjax run (e.g. ``results/sat-runs/cpu/PGD-AT_s0`` of
+  ``advjax reproduce sat-cifar10``) and the LAFEAT heads trained for them
+  (``<run>/lafeat_heads/final``), attacked on the held-out images of the SAT CPU split with their
+  true labels: the cost a Table 1 evaluation pays.
 
 Labels are the model's own predictions unless ``--true-labels``: every point starts correctly
 classified, as most do on a trained model (random weights misclassify ~90% of CIFAR-10, and
@@ -24,6 +28,7 @@ Examples::
 
     python benchmarks/bench_lafeat.py --quick            # seconds: a smoke test, meaningless figures
     python benchmarks/bench_lafeat.py --model resnet18 --batch 64 --out /tmp/lafeat.json
+    python benchmarks/bench_lafeat.py --run-dir results/sat-runs/cpu/PGD-AT_s0 --batch 128
 """
 from __future__ import annotations
 
@@ -47,6 +52,10 @@ def parse_args(argv=None):
     p.add_argument("--eps", type=float, default=8 / 255)
     p.add_argument("--robust-model", action="store_true",
                    help="fine-tune the weights with a few PGD-AT steps first, so some points stay robust")
+    p.add_argument("--run-dir", default=None,
+                   help="a trained advjax run directory with LAFEAT heads in <run>/lafeat_heads/final (as "
+                        "`advjax reproduce sat-cifar10` leaves them): its last weights, the held-out SAT CPU-split "
+                        "images, true labels (overrides --model, --robust-model)")
     p.add_argument("--true-labels", action="store_true",
                    help="attack the CIFAR-10 labels (default: the model's own predictions, so every point starts "
                         "robust and no run is skipped at the start, as on a trained model)")
@@ -67,16 +76,34 @@ def main(argv=None) -> int:
     from advjax.attacks.lafeat import LAFEAT
 
     repeats = args.repeats or (1 if args.quick else 3)
-    model_name = "model_b" if args.quick and args.model == "resnet18" else args.model
     batch = 4 if args.quick else args.batch
     steps = 3 if args.quick else args.steps
-    kw = {"input_shape": (32, 32, 3)} if model_name == "model_b" else {}
-    model = models.get_model(model_name, **kw)
-    variables = models.init_variables(model, jax.random.PRNGKey(args.seed))
-    x_all, y_all = _common.load_cifar10()
-    x, y = jnp.asarray(x_all[:batch]), jnp.asarray(y_all[:batch])
+    trained_heads = None
+    if args.run_dir:
+        import pathlib
+
+        from advjax.train.checkpoint import load_for_eval
+        from experiments._cifar_cpu import cifar10_test_split
+
+        model, variables, _ = load_for_eval(args.run_dir, "last")
+        model_name = f"{getattr(model, 'name', None) or type(model).__name__} ({pathlib.Path(args.run_dir).name})"
+        hd = pathlib.Path(args.run_dir) / "lafeat_heads" / "final"
+        if not hd.is_dir():
+            raise SystemExit(f"bench_lafeat: no LAFEAT heads in {hd}; train them with `advjax lafeat-heads "
+                             f"--checkpoint {args.run_dir}` or run `advjax reproduce sat-cifar10`, which stores them there")
+        trained_heads = lh.load_heads(hd, model, variables)
+        _, (xe, ye) = cifar10_test_split(2023)
+        x, y = jnp.asarray(xe[:batch], jnp.float32) / 255.0, jnp.asarray(ye[:batch])
+        args.true_labels = True
+    else:
+        model_name = "model_b" if args.quick and args.model == "resnet18" else args.model
+        kw = {"input_shape": (32, 32, 3)} if model_name == "model_b" else {}
+        model = models.get_model(model_name, **kw)
+        variables = models.init_variables(model, jax.random.PRNGKey(args.seed))
+        x_all, y_all = _common.load_cifar10()
+        x, y = jnp.asarray(x_all[:batch]), jnp.asarray(y_all[:batch])
     apply_fn = models.logits_fn(model)
-    if args.robust_model:
+    if args.robust_model and not args.run_dir:
         import optax
 
         from advjax.methods.base import get_method
@@ -92,9 +119,12 @@ def main(argv=None) -> int:
         variables = jax.device_get(st.variables())
     if not args.true_labels:  # every point starts correctly classified (as on a trained model): the attack's full cost
         y = jnp.argmax(apply_fn(variables, x), -1).astype(jnp.int32)
-    layers = lh.default_head_layers(model)
-    params, nc = lh.init_heads(model, variables, layers, jax.random.PRNGKey(1))
-    heads = lh.LafeatHeads(params=params, layers=tuple(layers), kind="learnable", num_classes=nc)
+    if trained_heads is not None:
+        heads = trained_heads
+    else:
+        layers = lh.default_head_layers(model)
+        params, nc = lh.init_heads(model, variables, layers, jax.random.PRNGKey(1))
+        heads = lh.LafeatHeads(params=params, layers=tuple(layers), kind="learnable", num_classes=nc)
     fn, vh = lh.lafeat_features_fn(model, heads), lh.with_heads(variables, heads)
 
     attacks = {

@@ -91,14 +91,27 @@ def accuracy_table(ours: Mapping[str, Sequence[float]], eps: Sequence[float],
     return "\n".join(lines)
 
 
+# How this process used ``cached`` (the runner resets it per experiment and reports it beside the
+# wall time: a rerun that reuses hours of evaluations takes seconds, and its header says so).
+CACHE_STATS = {"reused": 0, "reused_compute_s": 0.0, "reused_untimed": 0, "computed": 0, "computed_s": 0.0}
+_SECONDS = "__seconds__"  # cache.json's map from an entry's key to the seconds it took to compute
+
+
+def reset_cache_stats() -> None:
+    CACHE_STATS.update(reused=0, reused_compute_s=0.0, reused_untimed=0, computed=0, computed_s=0.0)
+
+
 def cached(out_dir, name: str, key: dict, fn):
     """``fn()`` cached in ``out_dir/cache.json`` under (name, key): evaluations of finished runs
     are not repeated when an experiment is resumed or rerun. ``fn`` returns JSON-able values.
+    The seconds ``fn`` took are stored beside the value (``CACHE_STATS`` adds them up for the
+    results header).
 
     Safe for several experiments writing the same ``out_dir`` at once (the SAT family's): the
     store is re-read and updated under ``out_dir``'s lock and replaced atomically, so an entry
     another process wrote while ``fn`` ran is kept."""
     import os
+    import time
 
     from advjax.train.lock import run_dir_lock
 
@@ -106,11 +119,22 @@ def cached(out_dir, name: str, key: dict, fn):
     k = name + " " + json.dumps(key, sort_keys=True)
     store = json.loads(path.read_text()) if path.exists() else {}
     if k in store:
+        secs = store.get(_SECONDS, {}).get(k)
+        CACHE_STATS["reused"] += 1
+        if secs is None:
+            CACHE_STATS["reused_untimed"] += 1
+        else:
+            CACHE_STATS["reused_compute_s"] += secs
         return store[k]
+    t0 = time.perf_counter()
     value = fn()
+    secs = time.perf_counter() - t0
+    CACHE_STATS["computed"] += 1
+    CACHE_STATS["computed_s"] += secs
     with run_dir_lock(path.parent, what="results directory (cache.json)"):
         store = json.loads(path.read_text()) if path.exists() else {}
         store[k] = value
+        store.setdefault(_SECONDS, {})[k] = round(secs, 3)
         tmp = path.with_name(f".cache.json.{os.getpid()}")
         tmp.write_text(json.dumps(store, indent=1))
         os.replace(tmp, path)

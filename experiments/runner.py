@@ -137,6 +137,9 @@ def run_experiment(name: str, scale: str = "cpu", quick: bool = False, out: str 
                             "out": os.path.abspath(out)}, "reproduction configuration")  # (several processes only)
     main = dist.is_main()
     out_dir.mkdir(parents=True, exist_ok=True)
+    from experiments.base import CACHE_STATS, reset_cache_stats
+
+    reset_cache_stats()
     t0 = time.perf_counter()
     with main_writes_only(out, main=main):
         result = exp.run(scale=scale, quick=quick, out_dir=out_dir, seed=seed)
@@ -145,21 +148,34 @@ def run_experiment(name: str, scale: str = "cpu", quick: bool = False, out: str 
         raise TypeError(f"experiment {name!r} returned {type(result).__name__}, not ExperimentResult")
     versions = package_versions()
     if main:
-        _write_results(exp, out_dir, result, scale, quick, seed, wall, versions, dist.process_count())
+        _write_results(exp, out_dir, result, scale, quick, seed, wall, versions, dist.process_count(),
+                       dict(CACHE_STATS))
     dist.barrier(f"advjax-reproduce-{name}-written")  # every process returns once the results exist
     return out_dir, result, wall
 
 
-def _write_results(exp, out_dir, result, scale, quick, seed, wall, versions, processes: int) -> None:
+def _reuse_note(cache: dict | None) -> str:
+    """' (this invocation; 7 results reused from cache.json, computed earlier in 2.3 h)' or ''."""
+    if not cache or not cache.get("reused"):
+        return ""
+    n, s, untimed = cache["reused"], cache["reused_compute_s"], cache["reused_untimed"]
+    took = f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.1f} s"
+    when = (f"computed earlier in {took}" + (f" (+ {untimed} untimed)" if untimed else "")) if untimed < n \
+        else "computed earlier, untimed"
+    return f" (this invocation; {n} result{'s' if n != 1 else ''} reused from cache.json, {when})"
+
+
+def _write_results(exp, out_dir, result, scale, quick, seed, wall, versions, processes: int,
+                   cache: dict | None = None) -> None:
     where = versions.get("devices", "?") + (f" in {processes} processes" if processes > 1 else "")
     header = (f"# {exp.name}: {exp.description}\n\n"
               f"Paper: {exp.paper}\n\n"
-              f"Scale: `{scale}`{' (quick)' if quick else ''} · seed {seed} · wall time {wall:.1f} s · "
+              f"Scale: `{scale}`{' (quick)' if quick else ''} · seed {seed} · wall time {wall:.1f} s{_reuse_note(cache)} · "
               f"jax {versions.get('jax')} on {where}\n\n")
     plots = "".join(f"\n![{p}]({p})\n" for p in result.plots)
     (out_dir / "results.md").write_text(header + result.markdown.rstrip() + "\n" + plots)
     record = {"experiment": exp.name, "paper": exp.paper, "scale": scale, "quick": quick, "seed": seed,
-              "wall_time_s": round(wall, 3), "versions": versions, "processes": processes,
+              "wall_time_s": round(wall, 3), "cache": _jsonable(dict(cache or {})), "versions": versions, "processes": processes,
               "config": _jsonable(dict(result.config)),
               "metrics": _jsonable(dict(result.metrics)), "plots": list(result.plots),
               "paper_values": _jsonable(dict(exp.paper_values)),

@@ -3,6 +3,7 @@ with the papers' values (LSA Tables 2-4, the thesis' FGSM-SDI Tables II, III, IV
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import textwrap
 
@@ -30,9 +31,12 @@ def test_a_new_experiment_file_is_found_and_run(tmp_path, monkeypatch):
     pkg = tmp_path / "extra"
     pkg.mkdir()
     (pkg / "zz_dummy_table.py").write_text(textwrap.dedent('''
-        from experiments.base import Experiment, ExperimentResult
+        import time
+
+        from experiments.base import Experiment, ExperimentResult, cached
 
         def run(scale, quick, out_dir, seed):
+            cached(out_dir, "slow", {"seed": seed}, lambda: time.sleep(0.3) or 1.0)
             return ExperimentResult(markdown="| a | b |\\n|---|---|\\n| 1 | 2 |", config={"scale": scale},
                                     metrics={"seed": seed, "quick": quick})
 
@@ -48,7 +52,16 @@ def test_a_new_experiment_file_is_found_and_run(tmp_path, monkeypatch):
         rec = json.loads((out_dir / "results.json").read_text())
         assert rec["seed"] == 7 and rec["quick"] is True and rec["metrics"]["seed"] == 7
         assert rec["versions"]["jax"] and rec["wall_time_s"] >= 0
-        assert "| 1 | 2 |" in (out_dir / "results.md").read_text()
+        md = (out_dir / "results.md").read_text()
+        assert "| 1 | 2 |" in md and "reused" not in md
+        assert rec["cache"]["computed"] == 1 and rec["cache"]["reused"] == 0 and rec["cache"]["computed_s"] >= 0.3
+        # a rerun reuses the cached evaluation and its header says so, with the time it took when computed
+        _, _, wall2 = runner.run_experiment("zz-dummy", quick=True, out=tmp_path / "results", seed=7)
+        rec2 = json.loads((out_dir / "results.json").read_text())
+        assert rec2["cache"]["reused"] == 1 and rec2["cache"]["computed"] == 0 and wall2 < 0.3
+        assert rec2["cache"]["reused_compute_s"] >= 0.3 and rec2["cache"]["reused_untimed"] == 0
+        assert re.search(r"wall time [0-9.]+ s \(this invocation; 1 result reused from cache\.json, computed earlier "
+                         r"in 0\.[3-9] s\)", (out_dir / "results.md").read_text())
     finally:
         sys.modules.pop("experiments.zz_dummy_table", None)
 
@@ -416,5 +429,7 @@ def test_cached_keeps_entries_another_writer_added_while_it_computed(tmp_path):
 
     assert cached(tmp_path, "a", {"k": 1}, slow_a) == 1.0
     store = json.loads((tmp_path / "cache.json").read_text())
-    assert sorted(store) == ['a {"k": 1}', 'b {"k": 1}']
+    assert sorted(store) == ["__seconds__", 'a {"k": 1}', 'b {"k": 1}']
+    assert sorted(store["__seconds__"]) == ['a {"k": 1}', 'b {"k": 1}']  # each entry's compute time is kept
+    assert store["__seconds__"]['a {"k": 1}'] >= store["__seconds__"]['b {"k": 1}']  # a's time includes b's
     assert cached(tmp_path, "b", {"k": 1}, lambda: pytest.fail("recomputed a cached entry")) == 2.0
