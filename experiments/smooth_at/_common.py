@@ -13,6 +13,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import statistics
 import sys
 import time
@@ -120,9 +121,30 @@ def optimizer(sc: Scale, epochs: int):
                            schedule=sc.schedule, milestones=ms)
 
 
+def runs_root(out_dir, sc: Scale) -> pathlib.Path:
+    """``<out>/smooth-at-runs/<scale>``: the runs every smooth-at experiment shares (the ReLU
+    baseline of smooth-at-table10 and smooth-at-activations is one run, trained once)."""
+    return pathlib.Path(out_dir).resolve().parent / "smooth-at-runs" / sc.name
+
+
+def run_name(cfg) -> str:
+    """A run's directory name from what it trains: activation, method settings, epochs, seed, and
+    a digest of the whole configuration (two experiments that train the same thing share the run;
+    a scale override that changes anything else gets its own)."""
+    import hashlib
+
+    d = {k: v for k, v in cfg.to_dict().items() if k != "run_dir"}
+    digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    act = re.sub(r"[^A-Za-z0-9.]+", "_", str(cfg.model_kwargs.get("activation", "relu"))).strip("_")
+    kw = "".join(f"_{k}-{v}" for k, v in sorted(cfg.method_kwargs.items()) if k != "eps")
+    return f"{act}{kw}_e{cfg.epochs}_s{cfg.seed}_{digest}"
+
+
 def train(out_dir, label: str, sc: Scale, data, *, activation: str = "relu", seed: int = 0,
           epochs: Optional[int] = None, **method_kwargs):
-    """One SmoothAT run (``method_kwargs``: smooth_attacker, smooth_optimizer, steps, alpha, ...)."""
+    """One SmoothAT run (``method_kwargs``: smooth_attacker, smooth_optimizer, steps, alpha, ...),
+    in :func:`runs_root` under :func:`run_name` (resumed or reused when it exists; ``fit``'s lock
+    makes a second experiment wait for a training in progress). ``label`` names it in the log."""
     from advjax.train.config import TrainConfig
     from advjax.train.loop import fit
 
@@ -133,9 +155,10 @@ def train(out_dir, label: str, sc: Scale, data, *, activation: str = "relu", see
                       dataset="cifar10", method="smooth_at", method_kwargs=kw, eps=sc.eps, epochs=epochs,
                       batch_size=sc.batch_size, optimizer=optimizer(sc, epochs), augment=sc.augment, seed=seed,
                       eval_size=sc.monitor_size, eval_steps=10, eval_eps=sc.eps, eval_alpha=sc.eps / 4,
-                      run_dir=str(pathlib.Path(out_dir) / "runs" / f"{label}_s{seed}"), num_classes=10,
-                      input_shape=tuple(int(d) for d in x_tr.shape[1:]))
-    log(f"train {label} (activation {activation}, {kw}, seed {seed}): {epochs} epoch(s) on {len(x_tr)} images")
+                      run_dir="", num_classes=10, input_shape=tuple(int(d) for d in x_tr.shape[1:]))
+    cfg = cfg.replace(run_dir=str(runs_root(out_dir, sc) / run_name(cfg)))
+    log(f"train {label} (activation {activation}, {kw}, seed {seed}): {epochs} epoch(s) on {len(x_tr)} images "
+        f"in {cfg.run_dir}")
     t0 = time.perf_counter()
     res = fit(cfg, train_data=(x_tr, y_tr), test_data=(x_te[:sc.monitor_size], y_te[:sc.monitor_size]),
               progress=False)
@@ -160,17 +183,17 @@ def _attack_set(sc: Scale):
 
 def evaluate(res, sc: Scale, data, seed: int = 0) -> dict:
     """{"clean", "PGD-10", "PGD-50", "AutoAttack", "train_clean", "train_pgd10"} in % (cached in the
-    run directory's eval.json, keyed by the settings)."""
+    run directory's cache.json, keyed by the settings: safe when two experiments evaluate the same
+    shared run at once)."""
+    key = {"n_eval": sc.n_eval, "n_aa": sc.n_aa, "attacks": list(sc.attacks), "eps": sc.eps,
+           "step": int(res.state.step), "seed": seed}
+    return base.cached(res.run_dir, "eval", key, lambda: _evaluate(res, sc, data, seed))
+
+
+def _evaluate(res, sc: Scale, data, seed: int) -> dict:
     import numpy as np
     from advjax.eval import robust_accuracy
 
-    run_dir = pathlib.Path(res.run_dir)
-    cache_path = run_dir / "eval.json"
-    key = json.dumps({"n_eval": sc.n_eval, "n_aa": sc.n_aa, "attacks": list(sc.attacks), "eps": sc.eps,
-                      "step": int(res.state.step), "seed": seed})
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    if key in cache:
-        return cache[key]
     (_, _), (x_te, y_te) = data
     state = res.state
     x, y = np.asarray(x_te[:sc.n_eval]), np.asarray(y_te[:sc.n_eval])
@@ -197,8 +220,6 @@ def evaluate(res, sc: Scale, data, seed: int = 0) -> dict:
     out["images_per_s"] = float(statistics.median(ips)) if ips else math.nan
     log(f"  evaluated in {time.perf_counter() - t0:.0f} s: " +
         ", ".join(f"{k} {v:.1f}" for k, v in out.items() if k in ("clean", "PGD-10", "PGD-50", "AutoAttack")))
-    cache[key] = out
-    cache_path.write_text(json.dumps(cache, indent=1))
     return out
 
 
