@@ -5,6 +5,7 @@ loss-landscape tool computes what it says, and bad settings fail clearly."""
 from __future__ import annotations
 
 import argparse
+import os
 
 import chex
 import flax.linen as nn
@@ -456,3 +457,24 @@ def test_experiments_render_claims_with_the_binomial_noise_of_one_seed(tmp_path,
     # a tolerance claim is decided against the noise too: CELU(1.2..1.8) at 20 vs 25 is 5 points out
     within = [c for c in r.metrics["claims"] if c["claim"].startswith("CELU stays within 0.5")][0]
     assert within["verdict"] == "no" and within["margin"] == pytest.approx(-4.5)
+
+
+def test_experiments_share_a_run_that_trains_the_same_thing(tmp_path, monkeypatch):
+    """smooth-at-table10's ReLU baseline and smooth-at-activations' ReLU run are one directory under
+    OUT/smooth-at-runs/SCALE (trained once); any setting that changes the training gets its own."""
+    import advjax.train.loop
+    from experiments.smooth_at import _common as C
+
+    dirs = []
+    monkeypatch.setattr(advjax.train.loop, "fit", lambda cfg, **kw: dirs.append(cfg.run_dir))
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    data = ((x, np.zeros(4, np.int32)), (x, np.zeros(4, np.int32)))
+    cpu = C.SCALES["cpu"]
+    C.train(tmp_path / "smooth-at-activations", "relu", cpu, data, activation="relu", seed=0)
+    C.train(tmp_path / "smooth-at-table10", "relu_x1", cpu, data, activation="relu", seed=0, epochs=cpu.epochs)
+    C.train(tmp_path / "smooth-at-table10", "relu_x2", cpu, data, activation="relu", seed=0, epochs=2 * cpu.epochs)
+    C.train(tmp_path / "smooth-at-table10", "both", cpu, data, seed=0, smooth_attacker=True, smooth_optimizer=True)
+    C.train(tmp_path / "smooth-at-activations", "relu", cpu, data, activation="relu", seed=1)
+    C.train(tmp_path / "smooth-at-celu", "relu", C.pick_scale("cpu", False, lr=cpu.lr / 2), data, seed=0)
+    assert dirs[0] == dirs[1] and os.path.dirname(dirs[0]) == str(tmp_path.resolve() / "smooth-at-runs" / "cpu")
+    assert len(set(dirs)) == len(dirs) - 1  # every other setting (epochs, backward, seed, lr) is its own run
