@@ -271,6 +271,15 @@ def test_sat_trades_and_sat_awp_compose():
     assert isinstance(st.base, TRADES) and st.inner_attack.loss == "trades-kl" and st.base.beta == 6.0
     sa = get_method("sat_awp", eps=8 / 255, steps=1, gamma=5e-3, beta=0.1)
     assert isinstance(sa, AWP) and isinstance(sa.base, sat_mod.SAT) and sa.base.base is None
+    # the second reading: eq. 9 unchanged (its CE), TRADES' loss in eq. 10 only: the same inner
+    # maximization as SAT's for the same key
+    st_ce = get_method("sat_trades", eps=8 / 255, steps=1, lam=0.5, beta=0.1, inner="ce")
+    assert isinstance(st_ce.base, TRADES) and st_ce.inner_attack.loss == "ce"
+    plain = sat_mod.SAT(eps=8 / 255, steps=1, lam=0.5, beta=0.1)
+    s0, key = _state(), jax.random.PRNGKey(3)
+    xa_ce, xa_sat = st_ce.perturb(s0, X, Y, key), plain.perturb(s0, X, Y, key)
+    np.testing.assert_array_equal(np.asarray(xa_ce), np.asarray(xa_sat))
+    assert not np.array_equal(np.asarray(st.perturb(s0, X, Y, key)), np.asarray(xa_sat))  # the KL reading differs
 
 
 @pytest.mark.slow
@@ -293,6 +302,10 @@ def test_bad_input_names_the_problem():
         sat_mod.SAT(lam=-1.0)
     with pytest.raises(ValueError, match="beta"):
         sat_mod.SAT(beta=-0.1)
+    with pytest.raises(ValueError, match="inner must be one of"):
+        sat_mod.SAT(inner="kl")
+    with pytest.raises(ValueError, match="needs TRADES.*sat_trades"):
+        sat_mod.SAT(inner="trades-kl")
     with pytest.raises(ValueError, match="no default layers.*layers="):
         default_layers(models.get_model("model_b"))
 
@@ -392,6 +405,10 @@ def test_sat_cifar10_renders_table1_with_paper_values(monkeypatch, tmp_path):
     assert "| SAT-AWP-AT | 40.00 (82.68) |" in res.markdown
     assert "40.00 (48.95)" in res.markdown  # the LAFEAT-100 column, paper value beside ours
     assert "not run" not in res.markdown and "Claims" in res.markdown
+    # our second reading of SAT-TRADES: marked, with SAT-TRADES' paper numbers, and its claims decided
+    assert "| SAT-TRADES (eq. 9 inner) * | 40.00 (82.25) |" in res.markdown
+    assert "our second reading of SAT-TRADES" in res.markdown
+    assert "SAT-TRADES (eq. 9 inner) beats TRADES against LAFEAT-100" in res.markdown
 
 
 def test_shared_trainings_go_to_the_runs_nobody_is_training(monkeypatch, tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import re
 import sys
 import time
 from typing import Optional
@@ -49,6 +50,13 @@ METHODS = {
     "SAT-TRADES": ("sat_trades", {**SAT_KW, "beta_trades": 6.0}),
     "SAT-AWP-AT": ("sat_awp", {**SAT_KW, "gamma": 5e-3}),
 }
+# Our second reading of a row the paper describes in one sentence: label -> (the paper's row it
+# reads, registry name, settings). SAT-TRADES above replaces the CE of eq. 9 and eq. 10 by TRADES'
+# KL / loss; here eq. 9 keeps its CE and only eq. 10 takes TRADES' loss (advjax.methods.sat).
+READINGS = {
+    "SAT-TRADES (eq. 9 inner)": ("SAT-TRADES", "sat_trades", {**SAT_KW, "beta_trades": 6.0, "inner": "ce"}),
+}
+RUNS = {**METHODS, **{label: (name, kw) for label, (_, name, kw) in READINGS.items()}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +178,7 @@ def train(out_dir, label: str, sc: Scale, data, *, seed: int = 0):
     from advjax.train.loop import fit
     from advjax.train.optim import OptimizerConfig
 
-    name, kw = METHODS[label]
+    name, kw = RUNS[label]
     (x_tr, y_tr), _ = data
     opt = OptimizerConfig(name="momentum", lr=sc.lr, momentum=0.9, weight_decay=sc.weight_decay,
                           schedule="piecewise" if sc.milestones else "constant", milestones=tuple(sc.milestones),
@@ -214,7 +222,10 @@ def split_work(labels, lock_dirs, work, what: str = "work", *, wait: bool = True
 
 
 def run_dir(out_dir, label: str, sc: Scale, seed: int = 0) -> pathlib.Path:
-    return runs_root(out_dir, sc) / f"{label}_s{seed}"
+    """``<runs_root>/<label>_s<seed>`` (a label's spaces and brackets become ``_``: "SAT-TRADES
+    (eq. 9 inner)" -> ``SAT-TRADES_eq.9_inner_s0``)."""
+    slug = re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_").replace("._", ".")
+    return runs_root(out_dir, sc) / f"{slug}_s{seed}"
 
 
 def train_all(out_dir, labels, sc: Scale, data, *, seed: int = 0, wait: bool = True) -> dict:
