@@ -405,10 +405,13 @@ def test_sat_cifar10_renders_table1_with_paper_values(monkeypatch, tmp_path):
     assert "| SAT-AWP-AT | 40.00 (82.68) |" in res.markdown
     assert "40.00 (48.95)" in res.markdown  # the LAFEAT-100 column, paper value beside ours
     assert "not run" not in res.markdown and "Claims" in res.markdown
-    # our second reading of SAT-TRADES: marked, with SAT-TRADES' paper numbers, and its claims decided
+    # our readings: marked, with the paper numbers of the row they read, compared with its baseline
     assert "| SAT-TRADES (eq. 9 inner) * | 40.00 (82.25) |" in res.markdown
-    assert "our second reading of SAT-TRADES" in res.markdown
-    assert "SAT-TRADES (eq. 9 inner) beats TRADES against LAFEAT-100" in res.markdown
+    assert "| SAT (lambda 0.01) * | 40.00 (81.77) |" in res.markdown
+    assert "our reading of SAT-TRADES (settings" in res.markdown
+    assert "SAT-TRADES (eq. 9 inner) beats TRADES against LAFEAT-100 (our reading of SAT-TRADES) | Table 1 | " \
+        "45.35 vs 42.02" in res.markdown
+    assert "SAT (lambda 0.01) beats PGD-AT against PGD-100 (our reading of SAT) | Table 1 | 42.92 vs 38.75" in res.markdown
 
 
 def test_shared_trainings_go_to_the_runs_nobody_is_training(monkeypatch, tmp_path):
