@@ -105,7 +105,7 @@ EXPERIMENT = Experiment(
                 "under FGSM, BIM, PGD, CW, AA, LAFEAT",
     paper='Jin et al., "Explaining Adversarial Robustness of Neural Networks from Clustering Effect '
           'Perspective", ICCV 2023, Table 1',
-    expected_runtime={"cpu": "~2.5 h with two sat-cifar10 on one --out, ~4 h alone (measured, session 13, two processes on 2 cores: the 7 trainings 15-23 min each, 1 h 20 min in all; heads ~1 min and the evaluation ~20-25 min per row, so the 7 rows ~1.2 h more)",
+    expected_runtime={"cpu": "~3.5-4 h with two sat-cifar10 on one --out (measured, sessions 13-14 on 2 cores: the 9 trainings 15-25 min each, heads ~1 min and the evaluation ~20-25 min per row; Table 1's 7 rows in ~2.5 h of two processes, each extra reading ~45 min more)",
                       "quick": "10-25 min (mostly compilation; estimate)",
                       "paper": "days on one accelerator (7 x 200 epochs of ResNet-18)"},
     paper_values={"table1_resnet18": P.TABLE1_RESNET18, "table1_wrn28_10": P.TABLE1_WRN28_10,

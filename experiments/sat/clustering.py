@@ -172,8 +172,7 @@ EXPERIMENT = Experiment(
     description="SAT, Fig. 2/3/7: Clu.Acc per layer over epochs (PGD-AT, TRADES, MART) and AT vs SAT under PGD / LAFEAT",
     paper='Jin et al., "Explaining Adversarial Robustness of Neural Networks from Clustering Effect '
           'Perspective", ICCV 2023, Fig. 2, 3, 7',
-    expected_runtime={"cpu": "~1-1.5 h on 2 shared cores (PGD-AT, TRADES, MART, SAT: the runs shared with sat-cifar10, "
-                             "trained here if missing; Clu.Acc of 20 conv layers at 4 epochs; estimate)",
+    expected_runtime={"cpu": "40 min measured with the runs reused from sat-cifar10 (session 14, 2 cores shared with 2-3 other runs); add their trainings (~1 h 10 min) when they are missing",
                       "quick": "2.5 min measured when sat-shift's PGD-AT and SAT runs exist (3 one-epoch trainings + Clu.Acc; session 10)", "paper": "a day on one accelerator"},
     paper_values={},
     run=run,
