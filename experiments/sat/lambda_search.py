@@ -32,18 +32,29 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     res = C.train(out_dir, "PGD-AT", sc, data, seed=seed)
     model, variables = res.state.model, res.state.variables()
     names = list(default_layers(model))
-    key = {"step": int(res.state.step), "n": len(x_te), "scale": sc.name, "points": "clean-correct"}
-    right, points = C.shift_points(model, variables, x_te, y_te)
+    key = {"step": int(res.state.step), "n": len(x_te), "scale": sc.name, "points": "per-point"}
+    right, _ = C.shift_points(model, variables, x_te, y_te)
 
-    def pooled(x_adv):  # on the clean-correct points (C.shift_points: LAFEAT leaves the others)
+    def sizes(x_adv):  # {layer: shift size per test point}, cached before any selection
         s = shift_sizes(model, variables, x_te, x_adv, layers=names, batch_size=min(256, len(x_te)))
-        return np.concatenate([s[k][right] for k in names]).tolist()
+        return {k: np.asarray(v).tolist() for k, v in s.items()}
 
-    ola = C.cached(out_dir, "lambda-ola", key, lambda: pooled(C.adversarial(
-        PGD(eps=C.EPS, steps=sc.attack_steps, step_size=C.ALPHA), model, variables, x_te, y_te, seed)))
     heads = C.lafeat_heads(res.run_dir, model, variables, x_tr, sc, seed)
-    ila = C.cached(out_dir, "lambda-ila", key, lambda: pooled(C.adversarial(
+    ila_raw = C.cached(out_dir, "lambda-ila", key, lambda: sizes(C.adversarial(
         C.lafeat(model, heads, sc), model, variables, x_te, y_te, seed)))
+    # LAFEAT returns the points it never fools unchanged (shift 0) while PGD and eq. 7 return their
+    # last iterate: every distribution is taken on the points classified correctly that LAFEAT fools
+    moved = np.asarray(ila_raw[names[0]]) > 0
+    sel = right & moved if (right & moved).sum() >= 2 else right
+    points = (f"the {int(sel.sum())} of {len(sel)} points classified correctly and fooled by LAFEAT "
+              f"({int(right.sum())} classified correctly)")
+
+    def pooled(raw):
+        return np.concatenate([np.asarray(raw[k])[sel] for k in names]).tolist()
+
+    ila = pooled(ila_raw)
+    ola = pooled(C.cached(out_dir, "lambda-ola", key, lambda: sizes(C.adversarial(
+        PGD(eps=C.EPS, steps=sc.attack_steps, step_size=C.ALPHA), model, variables, x_te, y_te, seed))))
     ffn = sat_features_fn(model)
 
     def eq7(lam):
@@ -53,10 +64,10 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
             xf = C.as_float(x_te)
             xa = np.concatenate([np.asarray(att(ffn, variables, xf[i:i + 256], y_te[i:i + 256],
                                                 jax.random.PRNGKey(seed + i))) for i in range(0, len(xf), 256)])
-            return pooled(xa)
+            return sizes(xa)
 
         C.log(f"  eq. 7 at lambda = {lam:.3f}")
-        return C.cached(out_dir, "lambda-eq7", {**key, "lam": round(float(lam), 6)}, compute)
+        return pooled(C.cached(out_dir, "lambda-eq7", {**key, "lam": round(float(lam), 6)}, compute))
 
     max_steps = 3 if quick else 40
     search = greedy_lambda_search(eq7, ola, ila, step=0.01, lam0=0.0, max_steps=max_steps)
@@ -70,8 +81,9 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     ]
     verdicts = CL.decide_all(claims, [nums], noise=0.0)
     md = C.header(sc, "## §6.1: greedy lambda search on the PGD-AT model",
-                  f"Shift sizes pooled over {names}, on {points} (test split; LAFEAT leaves "
-                  f"misclassified points unchanged); step 0.01 from 0; at most {max_steps} steps.")
+                  f"Shift sizes pooled over {names}, on {points} (test split; LAFEAT returns the points "
+                  f"it does not fool unchanged, so they are left out for every attack); step 0.01 from 0; at "
+                  f"most {max_steps} steps.")
     md += (f"\nChosen lambda = **{search.lam:.3f}** (the released code fixes 0.087; the paper prints none).\n\n"
            + search.to_markdown() + "\n\n**Checks** (" + CL.summary(verdicts) + "):\n\n" + CL.table(verdicts) + "\n")
     return ExperimentResult(markdown=md, config={"scale": sc.describe(), "layers": names, "step": 0.01,
