@@ -174,6 +174,22 @@ def shift_points(model, variables, x, y, batch_size: int = 256):
     return right, f"the {int(right.sum())} of {len(right)} points classified correctly"
 
 
+def lafeat_fooled(right, ila_sizes):
+    """``(mask, description)``: the points classified correctly (``right``) that LAFEAT fooled.
+    LAFEAT returns the points it never fools unchanged (shift 0 in ``ila_sizes``, one layer's
+    per-point shift sizes) while PGD and eq. 7 return their last iterate, so shift distributions are
+    compared on these points for every attack (the correct points when fewer than 2 are fooled)."""
+    import numpy as np
+
+    moved = np.asarray(ila_sizes) > 0
+    sel = right & moved
+    if sel.sum() < 2:  # (a quick run: LAFEAT fooled almost nothing) the correct points, zeros included
+        sel = right
+    return sel, (f"the {int(sel.sum())} of {len(sel)} points classified correctly and fooled by LAFEAT "
+                 f"({int(right.sum())} classified correctly; LAFEAT leaves {int((right & ~moved).sum())} of them "
+                 f"unchanged)")
+
+
 def runs_root(out_dir, sc: Scale) -> pathlib.Path:
     return pathlib.Path(out_dir).resolve().parent / "sat-runs" / sc.name
 

@@ -42,12 +42,7 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
     heads = C.lafeat_heads(res.run_dir, model, variables, x_tr, sc, seed)
     ila_raw = C.cached(out_dir, "lambda-ila", key, lambda: sizes(C.adversarial(
         C.lafeat(model, heads, sc), model, variables, x_te, y_te, seed)))
-    # LAFEAT returns the points it never fools unchanged (shift 0) while PGD and eq. 7 return their
-    # last iterate: every distribution is taken on the points classified correctly that LAFEAT fools
-    moved = np.asarray(ila_raw[names[0]]) > 0
-    sel = right & moved if (right & moved).sum() >= 2 else right
-    points = (f"the {int(sel.sum())} of {len(sel)} points classified correctly and fooled by LAFEAT "
-              f"({int(right.sum())} classified correctly)")
+    sel, points = C.lafeat_fooled(right, ila_raw[names[0]])  # every distribution on the same points
 
     def pooled(raw):
         return np.concatenate([np.asarray(raw[k])[sel] for k in names]).tolist()

@@ -103,16 +103,8 @@ def run(scale: str = "cpu", quick: bool = False, out_dir=".", seed: int = 0) -> 
             dist[label]["eq. 7"] = C.cached(out_dir, "shift-eq7", key, eq7)
         last = lasts[label] = names[-1]
         right, _ = C.shift_points(model, variables, x_te, y_te)
-        # LAFEAT returns the points it never fools unchanged (shift 0), PGD returns its last iterate:
-        # the distributions are compared on the points LAFEAT fooled (it moved them), the same points
-        # for every attack; the zeros would otherwise make ILA's shifts look small by construction
-        moved = np.asarray(dist[label]["ILA (LAFEAT-100)"][names[0]]) > 0
-        sel = right & moved
-        if sel.sum() < 2:  # (a quick run: LAFEAT fooled almost nothing) the correct points, zeros included
-            sel = right
-        points[label] = (f"the {int(sel.sum())} of {len(sel)} points it classifies correctly and LAFEAT fools "
-                         f"({int(right.sum())} classified correctly; LAFEAT leaves {int((right & ~moved).sum())} "
-                         f"of them unchanged)")
+        sel, points[label] = C.lafeat_fooled(right, dist[label]["ILA (LAFEAT-100)"][names[0]])  # (same points
+        # for every attack: LAFEAT's unchanged points would make ILA's shifts look small by construction)
         all_right[label] = {k: float(np.asarray(v[last])[right].mean()) for k, v in dist[label].items()}
         dist[label] = {k: {layer: np.asarray(a)[sel].tolist() for layer, a in v.items()}
                        for k, v in dist[label].items()}
